@@ -127,10 +127,13 @@ def sequences(prompts, completions, pad_id=0):
     return idx, valid, P
 
 
-def completion_logp(model, idx, valid, P, with_entropy=False):
-    """log p(completion token | everything before it): (B, L), and the entropy per position if asked."""
+def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
+    """log p(completion token | everything before it): (B, L), and the entropy per position if asked.
+
+    The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
+    describe the distribution the rollouts came from (as verl does)."""
     h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
-    logits = model.lm_head(h).float()  # only the completion positions
+    logits = model.lm_head(h).float() / temperature  # only the completion positions
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(-1, idx[:, P:, None]).squeeze(-1)  # (B, L)
     if not with_entropy:
@@ -215,11 +218,11 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         if ref is not None:
             with torch.no_grad(), autocast:
                 for j, s in enumerate(chunks):
-                    ref_logp[j] = completion_logp(ref, idx[s], valid[s], P)[0]
+                    ref_logp[j] = completion_logp(ref, idx[s], valid[s], P, temperature=args.temperature)[0]
         for epoch in range(args.ppo_epochs):
             for j, s in enumerate(chunks):
                 with autocast:
-                    logp, ent = completion_logp(model, idx[s], valid[s], P, with_entropy=True)
+                    logp, ent = completion_logp(model, idx[s], valid[s], P, True, args.temperature)
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mask[s], eps_low=args.eps_low,
                                       eps_high=args.eps_high, beta=args.beta, kl=args.kl, agg=args.agg,
                                       max_len=args.max_new_tokens, entropy=ent, n_tokens=n_tokens, n_seqs=n_seqs)

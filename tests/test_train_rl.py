@@ -27,18 +27,19 @@ def tiny_countdown_checkpoint(path, extra_specials=()):
     return tok
 
 
-def test_completion_logp_equals_unpadded_forward():
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_completion_logp_equals_unpadded_forward(temperature):
     torch.manual_seed(0)
     m = Transformer(ModelConfig(vocab_size=40, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, inter_dim=64)).eval()
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
     completions = [[11, 12], [13, 14, 15, 16], []]
     idx, valid, P = train_rl.sequences(prompts, completions)
     with torch.no_grad():
-        logp, ent = train_rl.completion_logp(m, idx, valid, P, with_entropy=True)
+        logp, ent = train_rl.completion_logp(m, idx, valid, P, with_entropy=True, temperature=temperature)
         for b, (p, c) in enumerate(zip(prompts, completions)):
             if not c:
-                continue
-            ref = torch.log_softmax(m(torch.tensor([p + c]))[0, len(p) - 1 : -1], -1)
+                continue  # the sampling distribution: softmax(logits / T), in float64
+            ref = torch.log_softmax(m(torch.tensor([p + c]))[0, len(p) - 1 : -1].double() / temperature, -1)
             assert (logp[b, : len(c)] - ref.gather(-1, torch.tensor(c)[:, None]).squeeze(-1)).abs().max() < 1e-5
             assert (ent[b, : len(c)] - (-(ref.exp() * ref).sum(-1))).abs().max() < 1e-5
     assert valid[:, P:].sum(1).tolist() == [2, 4, 0]
