@@ -250,8 +250,9 @@ def main(argv=None):
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     mode.add_argument("--rejection", metavar="OUT.jsonl", help="rejection-sample Countdown SFT data into this file")
+    mode.add_argument("--heldout", type=int, metavar="N", help="greedy accuracy on the first N held-out tasks per size")
     ap.add_argument("--n", type=int, default=1, help="samples per prompt")
-    ap.add_argument("--max_new_tokens", type=int, default=None, help="default 256 (--prompt), 384 (--rejection)")
+    ap.add_argument("--max_new_tokens", type=int, default=None, help="default 256 (--prompt), 384 (otherwise)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
     ap.add_argument("--top_k", type=int, default=0)
     ap.add_argument("--top_p", type=float, default=1.0)
@@ -271,10 +272,12 @@ def main(argv=None):
     ap.add_argument("--n_numbers", default="3,4", help="numbers per task, e.g. 3 or 3,4")
     ap.add_argument("--max_per_task", type=int, default=1, help="distinct accepted responses kept per task (0: all)")
     ap.add_argument("--lenient_format", action="store_true", help="accept correct answers in any format")
-    ap.add_argument("--batch_size", type=int, default=256, help="--rejection: prompts per generate call")
+    ap.add_argument("--batch_size", type=int, default=256, help="prompts per generate call (--rejection, --heldout)")
     args = ap.parse_args(argv)
     if args.rejection:
         return rejection_main(args)
+    if args.heldout is not None:
+        return heldout_main(args)
     if args.max_new_tokens is None:
         args.max_new_tokens = 256
 
@@ -296,15 +299,42 @@ def main(argv=None):
         print("-" * 80)
 
 
+def heldout_main(args):
+    """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report)."""
+    import countdown
+    from model import Transformer, load_tokenizer
+
+    try:
+        if not 1 <= args.heldout <= countdown.HELDOUT_MAX:
+            raise ValueError(f"--heldout {args.heldout}: expected 1 to {countdown.HELDOUT_MAX} tasks")
+        n_numbers = _sizes(args.n_numbers)
+        if set(n_numbers) - {3, 4}:
+            raise ValueError(f"--n_numbers {args.n_numbers!r}: held-out sets exist for 3 and 4 numbers")
+        model = Transformer.from_pretrained(args.ckpt, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                           device=args.device)
+        tok = load_tokenizer(args.ckpt)
+        max_new = 384 if args.max_new_tokens is None else args.max_new_tokens
+        for k in n_numbers:
+            tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
+            acc, _, _ = eval_countdown(model, tok, tasks, args.template, max_new, args.batch_size)
+            print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks)")
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+def _sizes(text):
+    if not all(x.strip().isdigit() for x in text.split(",")):
+        raise ValueError(f"--n_numbers {text!r}: expected a size or sizes, e.g. 3 or 3,4")
+    return tuple(int(x) for x in text.split(","))
+
+
 def rejection_main(args):
     """--rejection: sample --k per training task, keep the accepted ones, write JSONL atomically."""
     import countdown
     from model import Transformer, load_tokenizer
 
     try:
-        if not all(x.strip().isdigit() for x in args.n_numbers.split(",")):
-            raise ValueError(f"--n_numbers {args.n_numbers!r}: expected a size or sizes, e.g. 3 or 3,4")
-        n_numbers = tuple(int(x) for x in args.n_numbers.split(","))
+        n_numbers = _sizes(args.n_numbers)
         dtype = getattr(torch, args.dtype) if args.dtype else None
         model = Transformer.from_pretrained(args.ckpt, dtype=dtype, device=args.device)
         tok = load_tokenizer(args.ckpt)

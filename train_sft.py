@@ -235,7 +235,7 @@ def main(argv=None):
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     per_epoch = len(epoch_batches(data, args.batch_size, args.seed, 0))
-    metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a")
+    metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a" if args.resume else "w")  # a fresh run starts afresh
 
     def log(rec):
         metrics_f.write(json.dumps(rec) + "\n")

@@ -132,3 +132,23 @@ def test_cli_needs_exactly_one_of_prompt_and_rejection(mode, capsys):
     assert e.value.code != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: the usage, then one error line
     assert "error: " in last and "--prompt" in last and "--rejection" in last
+
+
+def test_heldout_cli_reports_greedy_accuracy(tok, monkeypatch, capsys):
+    t0, t1 = countdown.heldout_tasks(3, 2)
+    wrong = countdown.optimal_trace(t1).replace("</answer>", "+0</answer>")  # uses a 0 it was not given
+    m = scripted(tok, {t0: [countdown.optimal_trace(t0)], t1: [wrong]})
+    import model
+
+    monkeypatch.setattr(model.Transformer, "from_pretrained", classmethod(lambda cls, *a, **k: m))
+    monkeypatch.setattr(model, "load_tokenizer", lambda path: tok)
+    sample.main(["--ckpt", "unused", "--heldout", "2", "--n_numbers", "3", "--batch_size", "1"])
+    assert capsys.readouterr().out.strip() == "held-out greedy accuracy, 3 numbers: 50.0% (2 tasks)"
+
+
+@pytest.mark.parametrize("flags", [["--heldout", "0"], ["--heldout", "1001"], ["--heldout", "5", "--n_numbers", "5"]])
+def test_heldout_cli_rejects_bad_input_in_one_line(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--ckpt", "none"] + flags)
+    assert e.value.code != 0
+    assert capsys.readouterr().err.strip().count("\n") == 0

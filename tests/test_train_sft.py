@@ -67,3 +67,10 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     b = Transformer.from_pretrained(tmp_path / "b" / "ckpt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], v) for k, v in half.state_dict().items())  # it did train after resuming
+
+    def logged(run):
+        return [(r.get("step"), r.get("loss")) for r in map(json.loads, open(tmp_path / run / "metrics.jsonl"))]
+
+    assert logged("a") == logged("b") and logged("a")  # a resumed run appends; its log equals the unbroken one
+    train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6"])
+    assert logged("a") == logged("b")  # a fresh run into the same directory starts a fresh log
