@@ -14,6 +14,9 @@ Design notes:
    `scale_rewards="batch"` / Lite PPO. A group whose rewards are all equal carries no signal: its
    advantage is exactly 0 (forced, not left to (0 / (0 + eps)) rounding; G = 1 is such a group).
    `group_has_signal` finds those groups so a loop can drop them (DAPO dynamic sampling).
+   `neg_weight` scales the negative advantages, as in Zhu et al. 2025's decomposition of RLVR into
+   positive and negative sample reinforcement: 0 keeps only PSR (push up the better samples; their
+   finding: pass@1 rises, pass@k at large k falls), 1 is plain GRPO.
 2. Ratio and clip. ratio = exp(logp - old_logp), clipped to [1 - eps_low, 1 + eps_high]; DAPO's
    clip-higher is eps_low = 0.2, eps_high = 0.28. Per token loss -min(ratio * A, clip(ratio) * A).
    The min picks the clipped term only when A > 0 and ratio > 1 + eps_high, or A < 0 and
@@ -78,7 +81,7 @@ def group_has_signal(rewards, group_size):
 
 
 @torch.no_grad()
-def group_advantages(rewards, group_size, mode="grpo", eps=1e-6, std="group"):
+def group_advantages(rewards, group_size, mode="grpo", eps=1e-6, std="group", neg_weight=1.0):
     """Group-relative advantages (design note 1).
 
     Args:
@@ -87,6 +90,7 @@ def group_advantages(rewards, group_size, mode="grpo", eps=1e-6, std="group"):
         mode: "grpo" (r - mean) / (std + eps) or "dr_grpo" r - mean (std is then ignored).
         eps: added to the std.
         std: "group" (std within each group) or "batch" (std of all rewards in the batch).
+        neg_weight: factor on the negative advantages (0: positive sample reinforcement only).
     Returns:
         adv [B], exactly 0 for groups whose rewards are all equal.
     """
@@ -104,6 +108,8 @@ def group_advantages(rewards, group_size, mode="grpo", eps=1e-6, std="group"):
         adv = adv / (sd + eps)
     no_signal = (r == r[:, :1]).all(dim=1, keepdim=True)  # (P, 1)
     adv = torch.where(no_signal, torch.zeros_like(adv), adv)
+    if neg_weight != 1.0:
+        adv = torch.where(adv < 0, adv * neg_weight, adv)
     return adv.reshape(-1)  # (B,)
 
 

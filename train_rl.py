@@ -79,6 +79,8 @@ def get_args(argv=None):
     ap.add_argument("--eps_high", type=float, default=0.28, help="DAPO clip-higher")
     ap.add_argument("--adv", default="grpo", choices=["grpo", "dr_grpo"])
     ap.add_argument("--agg", default="token-mean", choices=["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+    ap.add_argument("--neg_weight", type=float, default=1.0,
+                    help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
@@ -195,7 +197,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
     rewards = torch.tensor(rewards)
-    adv = group_advantages(rewards, G, mode=args.adv)
+    adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight)
     signal = group_has_signal(rewards, G)  # (n_prompts,) False where all G rewards are equal
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
     rows = keep.nonzero().squeeze(1).tolist()

@@ -125,6 +125,17 @@ def test_dr_grpo_advantages_are_centred_not_scaled():
     torch.testing.assert_close(adv, torch.tensor([0.5, -0.5, -0.5, 0.5, -0.25, -0.25, -0.25, 0.75]))
 
 
+@pytest.mark.parametrize("mode", ["grpo", "dr_grpo"])
+def test_neg_weight_scales_only_negative_advantages(mode):
+    r = torch.tensor([1.0, 0, 0, 1, 0, 0, 0, 1])
+    full = group_advantages(r, 4, mode=mode)
+    for w in (0.0, 0.1):  # dr_grpo group 2: [-.25, -.25, -.25, .75] -> [-.25 w, -.25 w, -.25 w, .75]
+        adv = group_advantages(r, 4, mode=mode, neg_weight=w)
+        torch.testing.assert_close(adv, torch.where(full < 0, w * full, full))
+    torch.testing.assert_close(group_advantages(r, 4, mode="dr_grpo", neg_weight=0.0),
+                               torch.tensor([0.5, 0, 0, 0.5, 0, 0, 0, 0.75]))
+
+
 def test_batch_std_divides_group_centred_rewards_by_std_of_whole_batch():
     # rewards [1,0 | 1,1]: group means .5, 1; batch std (unbiased) of [1,0,1,1] = .5
     adv = group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2, std="batch", eps=0.0)
