@@ -33,6 +33,7 @@ once with + - * / and parentheses and equals the target. Design choices, numbere
 import argparse
 import json
 import random
+import re
 import statistics
 from dataclasses import dataclass
 from fractions import Fraction
@@ -287,6 +288,32 @@ def search_trace(task, rng, max_chars=None, max_dead=3, p_wait=0.5):
 def optimal_trace(task):
     """Only the winning line (no dead ends): the ablation of search_trace."""
     return search_trace(task, None, max_dead=0)
+
+
+# ----------------------------------------------------------------------------- reading traces
+
+_TRACE_LINE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)(?: (yes|no))?")
+FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
+
+
+def failure_kind(task, response):
+    """Why a response in the trace format fails, by the first kind of error found in its thinking:
+    "arithmetic slip" (a line a op b = c with the wrong c), "false yes" (a leaf line claiming "yes"
+    for a value that is not the target), "other" (mostly a number copied wrong), "no answer"; or
+    "right". Only lines over non-negative integers are read (all of them under the sos rules)."""
+    from rewards import countdown_correct, extract_answer
+
+    if countdown_correct(response, list(task.numbers), task.target):
+        return "right"
+    if extract_answer(response) is None:
+        return "no answer"
+    slip = false_yes = False
+    for a, op, b, c, verdict in _TRACE_LINE.findall(response.split("</think>")[0]):
+        a, b, c = int(a), int(b), int(c)
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b) if b else None}[op]
+        slip |= value != c
+        false_yes |= verdict == "yes" and c != task.target
+    return "arithmetic slip" if slip else "false yes" if false_yes else "other"
 
 
 # ----------------------------------------------------------------------------- tasks and splits

@@ -300,7 +300,8 @@ def main(argv=None):
 
 
 def heldout_main(args):
-    """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report)."""
+    """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report),
+    and how the wrong answers fail (countdown.failure_kind)."""
     import countdown
     from model import Transformer, load_tokenizer
 
@@ -316,8 +317,12 @@ def heldout_main(args):
         max_new = 384 if args.max_new_tokens is None else args.max_new_tokens
         for k in n_numbers:
             tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
-            acc, _, _ = eval_countdown(model, tok, tasks, args.template, max_new, args.batch_size)
-            print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks)")
+            acc, _, texts = eval_countdown(model, tok, tasks, args.template, max_new, args.batch_size)
+            kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]
+            length = sum(len(tok.encode(x).ids) for x in texts) / len(texts)
+            print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks); "
+                  + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS)
+                  + f"; mean length {length:.0f} tokens")
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

@@ -325,3 +325,23 @@ def test_write_sft_jsonl(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows[0] == {"prompt": prompt_base(tasks[0]), "response": optimal_trace(tasks[0])}
     assert len(rows) == 20
+
+
+# ----------------------------------------------------------------------------- failure kinds
+
+TASK = Task((65, 18, 37), 10)  # 65-37=28, 28-18=10
+
+
+@pytest.mark.parametrize("response,kind", [
+    ("\n65-37=28 [28 18]\n28-18=10 yes\n</think>\n<answer>(65-37)-18</answer>", "right"),
+    ("\n65-37=28 [28 18]\n28-18=10 yes\n</think>\n<answer>(65-37)+18</answer>", "other"),  # answer miscopied
+    ("\n65-37=27 [27 18]\n27-18=9 no\n65+18=83 [83 37]\n83-37=46 yes\n</think>\n<answer>(65+18)-37</answer>",
+     "arithmetic slip"),  # the slip comes first, then a false yes: a slip
+    ("\n65+18=83 [83 37]\n83-37=46 yes\n</think>\n<answer>(65+18)-37</answer>", "false yes"),
+    ("\n65*18=1170 [1170 37]\n1170/37=31 no\n</think>\n<answer>(65*18)/37</answer>", "arithmetic slip"),  # 1170/37 is not 31
+    ("\n65-37=28 [28 18]\n28-18=10 yes\n</think>\n<answer>(65-37)-18", "no answer"),  # never closed
+    ("\n65-37=28 [28 18]\n28-18=10 yes", "no answer"),
+])
+def test_failure_kind_hand_labelled(response, kind):
+    assert countdown.failure_kind(TASK, response) == kind
+    assert kind in countdown.FAILURE_KINDS
