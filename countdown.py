@@ -292,8 +292,21 @@ def optimal_trace(task):
 
 # ----------------------------------------------------------------------------- reading traces
 
-_TRACE_LINE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)(?: (yes|no))?")
+_TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))?")  # bounded: int() stays cheap
 FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
+
+
+def trace_errors(response, target):
+    """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
+    claim "yes" for a c that is not the target. A rule can check every line of a search trace; this
+    is what `train_rl.py --trace_penalty` and `failure_kind` read. Total: any text is (0, 0) or more."""
+    slips = false_yes = 0
+    for a, op, b, c, verdict in _TRACE_LINE.findall(response.split("</think>")[0]):
+        a, b, c = int(a), int(b), int(c)
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b) if b else None}[op]
+        slips += value != c
+        false_yes += verdict == "yes" and c != target
+    return slips, false_yes
 
 
 def failure_kind(task, response):
@@ -307,13 +320,8 @@ def failure_kind(task, response):
         return "right"
     if extract_answer(response) is None:
         return "no answer"
-    slip = false_yes = False
-    for a, op, b, c, verdict in _TRACE_LINE.findall(response.split("</think>")[0]):
-        a, b, c = int(a), int(b), int(c)
-        value = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b) if b else None}[op]
-        slip |= value != c
-        false_yes |= verdict == "yes" and c != task.target
-    return "arithmetic slip" if slip else "false yes" if false_yes else "other"
+    slips, false_yes = trace_errors(response, task.target)
+    return "arithmetic slip" if slips else "false yes" if false_yes else "other"
 
 
 # ----------------------------------------------------------------------------- tasks and splits

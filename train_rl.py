@@ -82,6 +82,8 @@ def get_args(argv=None):
     ap.add_argument("--neg_weight", type=float, default=1.0,
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
+    ap.add_argument("--trace_penalty", type=float, default=0.0,
+                    help="subtract this from the reward of a response whose thinking has a wrong line (a process check)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
     ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
@@ -194,6 +196,9 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     flat = [t for t in tasks for _ in range(G)]
     rewards = [countdown_reward(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
+    errors = [countdown.trace_errors(x, t.target) for x, t in zip(texts, flat)]
+    if args.trace_penalty:
+        rewards = [r - args.trace_penalty * (sum(e) > 0) for r, e in zip(rewards, errors)]
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
     rewards = torch.tensor(rewards)
@@ -205,6 +210,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
            "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
            "length": sum(map(len, completions)) / len(completions),
            "reflection": sum(reflection_count(x) for x in texts) / len(texts),
+           "slips": sum(e[0] > 0 for e in errors) / len(errors),
+           "false_yes": sum(e[1] > 0 for e in errors) / len(errors),
            "groups_with_signal": signal.float().mean().item()}
     # 3) policy update on the groups that carry signal
     model.train()

@@ -345,3 +345,17 @@ TASK = Task((65, 18, 37), 10)  # 65-37=28, 28-18=10
 def test_failure_kind_hand_labelled(response, kind):
     assert countdown.failure_kind(TASK, response) == kind
     assert kind in countdown.FAILURE_KINDS
+
+
+@pytest.mark.parametrize("response,errors", [
+    ("\n65-37=28 [28 18]\n28-18=10 yes\n</think>\n<answer>(65-37)-18</answer>", (0, 0)),
+    # the slip (27), then a line right given the slip (27-18=9), then a false yes (46 is not 10)
+    ("\n65-37=27 [27 18]\n27-18=9 no\n65+18=83 [83 37]\n83-37=46 yes\n</think>\n<answer>x</answer>", (1, 1)),
+    ("\n65*18=1170 [1170 37]\n1170/37=31 no\n3/0=0 no\n</think>", (2, 0)),  # 1170/37 is not 31; /0 never right
+    ("\n28-18=10 yes\n</think>\n99+1=7 yes", (0, 0)),  # only the thinking is read
+    # numbers are read 12 digits at a time (int() of 5000 digits would raise): one wrong line, no verdict
+    ("9" * 5000 + "+1=" + "9" * 5000 + " yes", (1, 0)),
+    ("", (0, 0)),
+], ids=["clean", "slip-then-false-yes", "division", "thinking-only", "huge-numbers", "empty"])
+def test_trace_errors_hand_counted(response, errors):
+    assert countdown.trace_errors(response, TASK.target) == errors

@@ -94,3 +94,21 @@ def test_qwen_preset_code_path_runs_on_cpu(tmp_path, monkeypatch):
         assert any("reward" in r for r in rows) and (out / "curves.png").exists()
         assert json.load(open(out / "ckpt" / "config.json"))["model_type"] == "qwen2"
     assert calls  # gradient checkpointing was on
+
+
+def test_trace_penalty_lowers_the_reward_of_wrong_lines_only(tmp_path, monkeypatch):
+    """Two scripted completions of one task, both with a wrong answer: one whose every line is right
+    (reward 0.1), one with a slip (0.1 - penalty). Accuracy is logged apart and does not change."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
+             "\n65+18=84 [84 37]\n84-37=47 no\n</think>\n<answer>(65+18)-37</answer>"]
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: [tok.encode(x).ids for x in texts])
+    model = Transformer.from_pretrained(tmp_path / "init")
+    for penalty, reward, signal in [(0.0, 0.1, 0.0), (0.25, (0.1 + 0.1 - 0.25) / 2, 1.0)]:
+        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
+                                  "--trace_penalty", str(penalty)])
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+        rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
+        assert rec["reward"] == pytest.approx(reward) and rec["accuracy"] == 0.0
+        assert rec["slips"] == 0.5 and rec["false_yes"] == 0.0 and rec["groups_with_signal"] == signal
