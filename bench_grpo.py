@@ -12,21 +12,23 @@ trainer callback runs our step after each of TRL's, outside TRL's clock) so back
 both alike; the best step counts.
 
 What is equal on both sides:
-1. The checkpoint: a random tiny Qwen2 (vocab 1024, dim 256, 4 layers, 8 heads, 2 KV heads,
-   SwiGLU 688, tied embeddings), fp32, saved with `Transformer.save_pretrained` and loaded by
+1. The checkpoint: a random tiny Qwen2, fp32, tied embeddings, of one of two shapes (--shape):
+   "bench" (vocab 1024, dim 256, 4 layers, 8 heads, 2 KV heads, SwiGLU 688; 3.0M parameters) or
+   "tiny", the 0.8M model the default Countdown run trains (vocab 121, dim 128, 4 layers, 4 heads,
+   2 KV heads, SwiGLU 384), saved with `Transformer.save_pretrained` and loaded by
    both: by `Transformer.from_pretrained` for ours, by `AutoModelForCausalLM` for TRL. Each side
    holds a policy and a frozen reference loaded from it.
 2. The prompts and the tokenizer: 8 Countdown tasks (4 numbers) in the compact template
-   ("36 12 7 5 -> 41\\n<think>", 15 to 18 tokens), through one WordLevel tokenizer of exactly 1024
-   entries built here (a `tokenizers.Tokenizer` for ours, the same one wrapped in
+   ("36 12 7 5 -> 41\\n<think>", 15 to 18 tokens), through one WordLevel tokenizer of exactly the
+   shape's vocab size, built here (a `tokenizers.Tokenizer` for ours, the same one wrapped in
    `PreTrainedTokenizerFast` for TRL). G = 8, so 64 rollouts per step.
 3. Exactly 64 new tokens per rollout, 4096 in all: the tokenizer holds none of sample.STOP_TOKENS,
    so ours has no stop id, and TRL gets `min_new_tokens=64` (its eos, the pad token, cannot be
    sampled before then). Both sides assert it on every step.
 4. The reward: rewards.countdown_reward on the decoded completion, on both sides. A random model
-   never writes a `<answer>...</answer>` span token by token, so the tokenizer carries 11 entries
-   that are whole spans, e.g. "<answer>7</answer>" (a format-only answer, reward 0.1; never a stop
-   token, since only the literal "</answer>" token is one). About half the completions hold one,
+   never writes a `<answer>...</answer>` span token by token, so the tokenizer carries entries
+   that are whole spans (11 of 1024; 1 of 121), e.g. "<answer>7</answer>" (a format-only answer, reward 0.1; never a stop
+   token, since only the literal "</answer>" token is one). About half the completions hold one (41% with 1 of 121),
    so nearly every group has reward signal and the update is a real one.
 5. The loss: token-mean aggregation over the whole batch (ours `token-mean`, TRL `dapo`), group
    std-normalised advantages, k3 KL with beta 0.04, clip range [0.8, 1.28] (inert: on-policy,
@@ -70,7 +72,15 @@ from model import ModelConfig, Transformer
 from rewards import countdown_reward
 from sample import stop_ids_for
 
-N_ANSWER = 11  # "<answer>k</answer>" entries: 1 - (1 - 11/1024)^64, about half the completions hold one
+SHAPES = {  # vocab, dim, layers, heads, kv heads, SwiGLU width
+    "bench": (1024, 256, 4, 8, 2, 688),  # the shape every README number before --shape existed was measured on
+    "tiny": (121, 128, 4, 4, 2, 384),  # the model train_sft.py / train_rl.py's default run trains (0.8M)
+}
+
+
+def n_answer_entries(vocab_size, new_tokens=64):
+    """How many "<answer>k</answer>" entries make about half of the random completions hold one."""
+    return max(1, round(vocab_size * (1 - 0.5 ** (1 / new_tokens))))
 
 
 def build_tokenizer(vocab_size=1024):
@@ -78,7 +88,7 @@ def build_tokenizer(vocab_size=1024):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = ["<pad>", "<unk>", " ", "\n", "->", "<think>", "</think>", *"0123456789", *"+-*/=()[]", "yes", "no"]
-    vocab += [f"<answer>{k}</answer>" for k in range(N_ANSWER)]
+    vocab += [f"<answer>{k}</answer>" for k in range(n_answer_entries(vocab_size))]
     vocab += [f"w{i}" for i in range(vocab_size - len(vocab))]  # filler words
     tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\d|\s"), behavior="isolated")  # digits, spaces one by one
@@ -88,6 +98,7 @@ def build_tokenizer(vocab_size=1024):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--shape", default="bench", choices=sorted(SHAPES), help="model shape (both sides)")
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--group_size", type=int, default=8, help="G completions per prompt")
     ap.add_argument("--new_tokens", type=int, default=64, help="tokens sampled per completion (exactly)")
@@ -110,12 +121,14 @@ def main():
 
     torch.manual_seed(0)
     G, B, N = args.group_size, args.prompts * args.group_size, args.new_tokens
-    tok = build_tokenizer()
-    assert tok.get_vocab_size() == 1024 and not stop_ids_for(tok), "the tokenizer must have 1024 entries, no stop token"
+    V, dim, n_layers, n_heads, n_kv_heads, inter_dim = SHAPES[args.shape]
+    tok = build_tokenizer(V)
+    assert tok.get_vocab_size() == V and not stop_ids_for(tok), f"the tokenizer must have {V} entries, no stop token"
     tasks = countdown.generate_tasks(args.prompts, seed=1, n_numbers=(4,))
     prompt_lens = [len(tok.encode(countdown.prompt_compact(t)).ids) for t in tasks]
     assert all(tok.token_to_id("<unk>") not in tok.encode(countdown.prompt_compact(t)).ids for t in tasks)
-    cfg = ModelConfig(vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=2, inter_dim=688, max_seq_len=512)
+    cfg = ModelConfig(vocab_size=V, dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                      inter_dim=inter_dim, max_seq_len=512)
 
     with tempfile.TemporaryDirectory() as d:
         ckpt = os.path.join(d, "ckpt")
@@ -132,7 +145,7 @@ def main():
         autocast = torch.autocast("cpu", enabled=False)
 
         # TRL: the same checkpoint, tokenizer, prompts, reward and loss
-        hf_tok = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(), pad_token="<pad>", eos_token="<pad>")
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(V), pad_token="<pad>", eos_token="<pad>")
         data = Dataset.from_list([{"prompt": countdown.prompt_compact(t), "numbers": list(t.numbers),
                                    "target": t.target} for t in tasks])
         trl_lens, trl_rewards = [], []
@@ -190,7 +203,8 @@ def main():
 
     trl_sig = sum(signal(r) for r in trl_rewards) / len(trl_rewards)
     our_sig = sum(r["groups_with_signal"] for r in ours_recs) / len(ours_recs)
-    print(f"tiny Qwen2 (vocab 1024, dim 256, 4 layers, 8 heads, 2 kv heads, inter 688), fp32, CPU, "
+    print(f"tiny Qwen2 ({args.shape}: vocab {V}, dim {dim}, {n_layers} layers, {n_heads} heads, {n_kv_heads} kv heads, "
+          f"inter {inter_dim}; {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), fp32, CPU, "
           f"{torch.get_num_threads()} threads; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"trl {trl.__version__}")
     print(f"one GRPO step: {args.prompts} Countdown prompts ({min(prompt_lens)}-{max(prompt_lens)} tokens) x G={G} "

@@ -296,17 +296,28 @@ _TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))
 FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
 
 
-def trace_errors(response, target):
-    """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
-    claim "yes" for a c that is not the target. A rule can check every line of a search trace; this
-    is what `train_rl.py --trace_penalty` and `failure_kind` read. Total: any text is (0, 0) or more."""
-    slips = false_yes = 0
-    for a, op, b, c, verdict in _TRACE_LINE.findall(response.split("</think>")[0]):
+def wrong_spans(response, target):
+    """[(kind, start, end)]: each wrong line of the thinking, as the character span of what is wrong
+    in it: the result c of a line `a op b = c` with the wrong c ("slip"), or the "yes" of a line whose
+    c is not the target ("false yes"). A rule can check every line of a search trace; this is what
+    `train_rl.py --line_credit` turns into per-token credit. Total: any text gives a list."""
+    spans = []
+    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
+        a, op, b, c, verdict = mt.groups()
         a, b, c = int(a), int(b), int(c)
         value = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b) if b else None}[op]
-        slips += value != c
-        false_yes += verdict == "yes" and c != target
-    return slips, false_yes
+        if value != c:
+            spans.append(("slip", mt.start(4), mt.end(4)))
+        if verdict == "yes" and c != target:
+            spans.append(("false yes", mt.start(5), mt.end(5)))
+    return spans
+
+
+def trace_errors(response, target):
+    """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
+    claim "yes" for a c that is not the target (`train_rl.py --trace_penalty`, `failure_kind`)."""
+    kinds = [k for k, _, _ in wrong_spans(response, target)]
+    return kinds.count("slip"), kinds.count("false yes")
 
 
 def failure_kind(task, response):

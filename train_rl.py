@@ -84,6 +84,8 @@ def get_args(argv=None):
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
     ap.add_argument("--trace_penalty", type=float, default=0.0,
                     help="subtract this from the reward of a response whose thinking has a wrong line (a process check)")
+    ap.add_argument("--line_credit", type=float, default=0.0,
+                    help="subtract this from the advantage of the tokens of each wrong line (a per-token process credit)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
     ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
@@ -180,6 +182,26 @@ def plot(metrics_path, out_png):
     plt.close(fig)
 
 
+def line_credit_tokens(tok, completions, texts, tasks):
+    """For each completion, the positions of the tokens that overlap a wrong line's wrong characters
+    (countdown.wrong_spans: a wrong result, a "yes" for a value that is not the target). The positions
+    come from each token's decoded length; a completion whose tokens do not decode piece by piece to
+    its text (a byte-level BPE splitting a character) gets none."""
+    out = []
+    for ids, text, t in zip(completions, texts, tasks):
+        spans = countdown.wrong_spans(text, t.target)
+        ends, pos = [], 0
+        for i in ids:
+            pos += len(tok.decode([i], skip_special_tokens=False))
+            ends.append(pos)
+        if not spans or pos != len(text):
+            out.append([])
+            continue
+        starts = [0] + ends[:-1]
+        out.append([k for k, (s0, e0) in enumerate(zip(starts, ends)) if any(s0 < e and s < e0 for _, s, e in spans)])
+    return out
+
+
 def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     """One GRPO step on these prompts: rollouts, rewards, advantages, update(s). Returns its metrics."""
     t0 = time.time()
@@ -205,6 +227,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight)
     signal = group_has_signal(rewards, G)  # (n_prompts,) False where all G rewards are equal
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
+    wrong = line_credit_tokens(tok, completions, texts, flat) if args.line_credit else [[] for _ in completions]
+    keep |= torch.tensor([bool(w) for w in wrong])  # a wrong line carries signal even where the group has none
     rows = keep.nonzero().squeeze(1).tolist()
     rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),
            "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
@@ -221,6 +245,10 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         idx, valid = idx.to(args.device), valid.to(args.device)
         mask = valid[:, P:]
         a = adv[rows].to(args.device)
+        if args.line_credit:  # per-token advantages: the sequence's, minus line_credit on each wrong token
+            a = a[:, None].repeat(1, mask.shape[1])
+            for r, i in enumerate(rows):
+                a[r, wrong[i]] -= args.line_credit
         n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()
         chunks = [slice(i, i + args.micro_batch) for i in range(0, len(rows), args.micro_batch)]
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)

@@ -359,3 +359,11 @@ def test_failure_kind_hand_labelled(response, kind):
 ], ids=["clean", "slip-then-false-yes", "division", "thinking-only", "huge-numbers", "empty"])
 def test_trace_errors_hand_counted(response, errors):
     assert countdown.trace_errors(response, TASK.target) == errors
+
+
+def test_wrong_spans_point_at_the_wrong_characters():
+    r = "\n65-37=27 [27 18]\n27-18=9 no\n65+18=83 [83 37]\n83-37=46 yes\n</think>\n<answer>x</answer>"
+    spans = countdown.wrong_spans(r, TASK.target)
+    assert [(k, r[s:e]) for k, s, e in spans] == [("slip", "27"), ("false yes", "yes")]
+    assert r[: spans[0][1]] == "\n65-37=" and r[spans[1][1] - 3 : spans[1][1]] == "46 "
+    assert countdown.wrong_spans("28-18=10 yes", 10) == []

@@ -112,3 +112,29 @@ def test_trace_penalty_lowers_the_reward_of_wrong_lines_only(tmp_path, monkeypat
         rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
         assert rec["reward"] == pytest.approx(reward) and rec["accuracy"] == 0.0
         assert rec["slips"] == 0.5 and rec["false_yes"] == 0.0 and rec["groups_with_signal"] == signal
+
+
+def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
+    """The tokens --line_credit marks decode to exactly the wrong characters; rows with a wrong line
+    are trained on even when their group's rewards are all equal, and only their wrong tokens move."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
+             "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
+    ids = [tok.encode(x).ids for x in texts]
+    wrong = train_rl.line_credit_tokens(tok, ids, texts, [task, task])
+    assert wrong[0] == [] and "".join(tok.decode([ids[1][k]]) for k in wrong[1]) == "84 yes"  # " y" "es"
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
+    seen = []
+    real = train_rl.policy_loss
+    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    model = Transformer.from_pretrained(tmp_path / "init")
+    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
+                              "--line_credit", "0.5"])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
+    assert rec["groups_with_signal"] == 0.0  # both rewards 0.1
+    (adv,) = seen
+    assert adv.shape[0] == 1  # only the row with wrong lines
+    assert sorted((adv[0] == -0.5).nonzero().squeeze(1).tolist()) == wrong[1]
+    assert (adv[0] != 0).sum() == len(wrong[1])
