@@ -27,9 +27,10 @@ What is equal on both sides:
    sampled before then). Both sides assert it on every step.
 4. The reward: rewards.countdown_reward on the decoded completion, on both sides. A random model
    never writes a `<answer>...</answer>` span token by token, so the tokenizer carries entries
-   that are whole spans (11 of 1024; 1 of 121), e.g. "<answer>7</answer>" (a format-only answer, reward 0.1; never a stop
-   token, since only the literal "</answer>" token is one). About half the completions hold one (41% with 1 of 121),
-   so nearly every group has reward signal and the update is a real one.
+   that are whole spans (11 of 1024; 1 of 121), e.g. "<answer>7</answer>" (a format-only answer,
+   reward 0.1; never a stop token, since only the literal "</answer>" token is one). About half
+   the completions hold one (41% with 1 of 121), so nearly every group has reward signal and the
+   update is a real one.
 5. The loss: token-mean aggregation over the whole batch (ours `token-mean`, TRL `dapo`), group
    std-normalised advantages, k3 KL with beta 0.04, clip range [0.8, 1.28] (inert: on-policy,
    one update per rollout), grad-norm clip 1.0, AdamW lr 1e-4 betas (0.9, 0.99) no weight decay,

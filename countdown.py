@@ -305,7 +305,7 @@ def wrong_spans(response, target):
     for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
         a, op, b, c, verdict = mt.groups()
         a, b, c = int(a), int(b), int(c)
-        value = {"+": a + b, "-": a - b, "*": a * b, "/": Fraction(a, b) if b else None}[op]
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]
         if value != c:
             spans.append(("slip", mt.start(4), mt.end(4)))
         if verdict == "yes" and c != target:

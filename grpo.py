@@ -187,8 +187,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     zero = torch.zeros((), dtype=dt, device=logp.device)
     logp = torch.where(m, logp.to(dt), zero)  # padding may hold -inf/NaN: zero it before any math
     old = logp.detach() if old_logp is None else torch.where(m, old_logp.detach().to(dt), zero)
-    A = adv.detach().to(dt)
-    A = A[:, None] if A.dim() == 1 else torch.where(m, A, zero)  # (B, 1) or (B, T)
+    adv = adv.detach().to(dt)
+    A = adv[:, None] if adv.dim() == 1 else torch.where(m, adv, zero)  # (B, 1) or (B, T)
 
     ratio = torch.exp(logp - old)  # (B, T)
     lo, hi = 1.0 - eps_low, 1.0 + eps_high
@@ -213,7 +213,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     with torch.no_grad():
         n = m.sum().clamp(min=1).to(dt)
         r_valid = ratio[m]
-        a_valid = adv.detach().to(dt)[m.any(dim=1)] if adv.dim() == 1 else A[m]  # of sequences / tokens that count
+        a_valid = adv[m.any(dim=1)] if adv.dim() == 1 else A[m]  # of sequences / tokens that count
         metrics = {
             "pg_loss": pg_loss.item(),
             "kl_loss": float(kl_loss),

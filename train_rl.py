@@ -32,6 +32,7 @@ Design notes:
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -186,23 +187,20 @@ def plot(metrics_path, out_png):
     plt.close(fig)
 
 
-def line_credit_tokens(tok, completions, texts, tasks):
-    """For each completion, the positions of the tokens that overlap a wrong line's wrong characters
+def line_credit_tokens(tok, completions, texts, spans):
+    """For each completion, the positions of the tokens that overlap its wrong spans
     (countdown.wrong_spans: a wrong result, a "yes" for a value that is not the target). The positions
     come from each token's decoded length; a completion whose tokens do not decode piece by piece to
     its text (a byte-level BPE splitting a character) gets none."""
     out = []
-    for ids, text, t in zip(completions, texts, tasks):
-        spans = countdown.wrong_spans(text, t.target)
-        ends, pos = [], 0
-        for i in ids:
-            pos += len(tok.decode([i], skip_special_tokens=False))
-            ends.append(pos)
-        if not spans or pos != len(text):
+    for ids, text, sp in zip(completions, texts, spans):
+        pieces = tok.decode_batch([[i] for i in ids], skip_special_tokens=False) if sp else []
+        ends = list(itertools.accumulate(map(len, pieces)))
+        if not sp or not ends or ends[-1] != len(text):
             out.append([])
             continue
         starts = [0] + ends[:-1]
-        out.append([k for k, (s0, e0) in enumerate(zip(starts, ends)) if any(s0 < e and s < e0 for _, s, e in spans)])
+        out.append([k for k, (s0, e0) in enumerate(zip(starts, ends)) if any(s0 < e and s < e0 for _, s, e in sp)])
     return out
 
 
@@ -222,24 +220,26 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     flat = [t for t in tasks for _ in range(G)]
     rewards = [countdown_reward(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
-    errors = [countdown.trace_errors(x, t.target) for x, t in zip(texts, flat)]
+    spans = [countdown.wrong_spans(x, t.target) for x, t in zip(texts, flat)]  # the lines a rule finds wrong
+    kinds = [{kind for kind, _, _ in s} for s in spans]
     if args.trace_penalty:
-        rewards = [r - args.trace_penalty * (sum(e) > 0) for r, e in zip(rewards, errors)]
+        rewards = [r - args.trace_penalty * bool(s) for r, s in zip(rewards, spans)]
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
     rewards = torch.tensor(rewards)
     adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight)
     signal = group_has_signal(rewards, G)  # (n_prompts,) False where all G rewards are equal
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
-    wrong = line_credit_tokens(tok, completions, texts, flat) if args.line_credit else [[] for _ in completions]
-    keep |= torch.tensor([bool(w) for w in wrong])  # a wrong line carries signal even where the group has none
+    if args.line_credit:  # a wrong line carries signal even where the group has none
+        wrong = line_credit_tokens(tok, completions, texts, spans)
+        keep |= torch.tensor([bool(w) for w in wrong])
     rows = keep.nonzero().squeeze(1).tolist()
     rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),
            "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
            "length": sum(map(len, completions)) / len(completions),
            "reflection": sum(reflection_count(x) for x in texts) / len(texts),
-           "slips": sum(e[0] > 0 for e in errors) / len(errors),
-           "false_yes": sum(e[1] > 0 for e in errors) / len(errors),
+           "slips": sum("slip" in k for k in kinds) / len(kinds),
+           "false_yes": sum("false yes" in k for k in kinds) / len(kinds),
            "groups_with_signal": signal.float().mean().item()}
     # 3) policy update on the groups that carry signal
     model.train()

@@ -122,7 +122,7 @@ def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
     texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
              "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
     ids = [tok.encode(x).ids for x in texts]
-    wrong = train_rl.line_credit_tokens(tok, ids, texts, [task, task])
+    wrong = train_rl.line_credit_tokens(tok, ids, texts, [countdown.wrong_spans(x, task.target) for x in texts])
     assert wrong[0] == [] and "".join(tok.decode([ids[1][k]]) for k in wrong[1]) == "84 yes"  # " y" "es"
     monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
     seen = []
