@@ -42,7 +42,8 @@ HELDOUT_MAX = 1000  # held-out sets are prefixes of a fixed list this long
 HELDOUT_SEED = {("sos", 3): 7_301, ("sos", 4): 7_401, ("any", 3): 8_301, ("any", 4): 8_401}
 NUMBER_RANGE = (1, 99)
 TARGET_RANGE = {"sos": (10, 100), "any": (1, 1000)}
-MAX_CHARS = {3: 150, 4: 400}  # trace budget per number of inputs (chars ~ tokens here)
+MAX_CHARS = {3: 150, 4: 400}  # search_trace's budget per number of inputs (tokens ~ 0.7 chars here)
+DFS_CHARS = {3: 360, 4: 540}  # dfs_trace: all but ~1 in 1000 3-number tasks fit; 540 chars ~ 380 tokens
 _HELDOUT = {}  # (rules, n_numbers) -> the HELDOUT_MAX held-out tasks, built on first use
 
 
@@ -290,6 +291,50 @@ def optimal_trace(task):
     return search_trace(task, None, max_dead=0)
 
 
+def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
+    """A search the model can run itself: depth-first in heuristic order, no look at the solver.
+
+    search_trace knows from the solver which child is solvable: it skips dead children past
+    max_dead, so where its "yes" comes is predictable from the count of "no"s before it (in 3-number
+    traces the third leaf says "yes" 150 times out of 151), which a model can copy without doing the
+    arithmetic. Here every child is tried, in order, until a leaf hits: a 3-number task checks the
+    leaf of each child (complete; nearly every task fits in 360 chars), a 4-number task tries the first
+    `look` grandchildren of each child (a bounded look, so it can pass a solution by and go on).
+    Every "no" and "yes" follows from the line's own arithmetic. Returns the response, or None when
+    no leaf hits within max_chars (about half of 4-number tasks at 540; the caller drops them).
+    """
+    T, rules = task.target, trace_rules(task)
+    max_chars = max_chars or DFS_CHARS.get(len(task.numbers), 540)
+    lines, failed = [], False
+
+    def emit(text, fail):  # a line, opening with "Wait, " sometimes when the last one failed
+        nonlocal failed
+        lines.append(("Wait, " if failed and rng is not None and rng.random() < p_wait else "") + text)
+        failed = fail
+        return len("\n".join(lines)) <= max_chars
+
+    def check(kid):  # the step into a 2-number state and its leaf: (within budget, answer or None)
+        if not emit(_step(kid), False):
+            return False, None
+        text, ok, answer = _leaf(kid[3], kid[4], T, rules)
+        return emit(text, not ok), answer if ok else None
+
+    for kid in _ordered(list(task.numbers), [str(x) for x in task.numbers], T, rules, rng):
+        grandkids = [kid]
+        if len(kid[3]) == 3:
+            if not emit(_step(kid), False):
+                return None
+            grandkids = _ordered(kid[3], kid[4], T, rules, rng)[:look]
+        for gk in grandkids:
+            fits, answer = check(gk)
+            if not fits:
+                return None
+            if answer is not None:
+                text = "\n" + "\n".join(lines) + "\n</think>\n<answer>" + answer + "</answer>"
+                return text if len(text) <= max_chars else None
+    return None
+
+
 # ----------------------------------------------------------------------------- reading traces
 
 _TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))?")  # bounded: int() stays cheap
@@ -408,14 +453,20 @@ def prompt_chat(task):
 TEMPLATES = {"compact": prompt_compact, "base": prompt_base, "chat": prompt_chat}
 
 
+TRACES = {"search": search_trace, "optimal": lambda task, rng: optimal_trace(task), "dfs": dfs_trace}
+
+
 def write_sft_jsonl(path, tasks, rng, kind="search", template="compact"):
-    """Write {"prompt", "response"} per task, kind "search" or "optimal". Returns the count."""
-    prompt = TEMPLATES[template]
+    """Write {"prompt", "response"} per task with the TRACES[kind] teacher; a task whose trace does
+    not fit (dfs only) is left out. Returns the count written."""
+    prompt, n = TEMPLATES[template], 0
     with open(path, "w") as f:
         for task in tasks:
-            response = search_trace(task, rng) if kind == "search" else optimal_trace(task)
-            f.write(json.dumps({"prompt": prompt(task), "response": response}) + "\n")
-    return len(tasks)
+            response = TRACES[kind](task, rng)
+            if response is not None:
+                f.write(json.dumps({"prompt": prompt(task), "response": response}) + "\n")
+                n += 1
+    return n
 
 
 def trace_stats(traces):
@@ -439,6 +490,7 @@ if __name__ == "__main__":
             print(prompt_compact(task) + search_trace(task, rng), end="\n\n")
     for k in (3, 4):
         tasks = train_tasks(args.stats, args.seed + 1, k, args.rules)
-        for kind, trace in (("search", lambda t: search_trace(t, rng)), ("optimal", optimal_trace)):
-            print(f"{args.rules} {k} numbers, {kind} traces of {len(tasks)} tasks:",
-                  trace_stats([trace(t) for t in tasks]))
+        for kind, teacher in TRACES.items():
+            traces = [x for x in (teacher(t, rng) for t in tasks) if x is not None]
+            print(f"{args.rules} {k} numbers, {kind} traces of {len(traces)} of {len(tasks)} tasks:",
+                  trace_stats(traces))

@@ -11,7 +11,7 @@ from itertools import permutations
 import pytest
 
 import countdown
-from countdown import (Task, canonical, generate_tasks, heldout_tasks, optimal_trace, prompt_base,
+from countdown import (Task, canonical, dfs_trace, generate_tasks, heldout_tasks, optimal_trace, prompt_base,
                        prompt_chat, prompt_compact, reachable_targets, search_trace, solve,
                        train_tasks, write_sft_jsonl)
 
@@ -291,6 +291,57 @@ def test_unsolvable_task_has_no_trace():
         search_trace(Task((1, 1, 1), 97), random.Random(0))
 
 
+def leaf_verdicts(trace):
+    return [LEAF.match(line).group(5) for line in trace.split("\n") if LEAF.match(line)]
+
+
+@pytest.mark.parametrize("rules", ["sos", "any"])
+@pytest.mark.parametrize("k", [3, 4])
+def test_dfs_traces_are_true_and_fit(rules, k):
+    rng, n = random.Random(0), 0
+    for task in trace_tasks(rules, k):
+        trace = dfs_trace(task, rng)
+        if trace is not None:
+            check_trace(task, trace)
+            assert len(trace) <= countdown.DFS_CHARS[k]
+            n += 1
+    assert n >= (148 if k == 3 else 45)  # every 3-number task but rare long ones; 4: the bounded look misses
+
+
+def test_dfs_trace_of_a_known_task():
+    """By hand: 36+7=43 (2 from 41) is tried first and fails (43-12=31 is the closest), then 48."""
+    assert dfs_trace(Task((36, 12, 7), 41), None) == \
+        "\n36+7=43 [43 12]\n43-12=31 no\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>(36+12)-7</answer>"
+
+
+def test_dfs_traces_try_children_in_order_without_skipping():
+    """No look at the solver: the states tried are a prefix of the heuristic order (rng=None: no
+    shuffled ties), and a 4-number trace looks at most `look` grandchildren under each child."""
+    for task in heldout_tasks(3, 100):
+        steps = [l for l in dfs_trace(task, None).split("\n") if STEP.match(l)]
+        kids = countdown._ordered(list(task.numbers), [str(x) for x in task.numbers], task.target, "sos", None)
+        assert steps == [countdown._step(kid) for kid in kids[: len(steps)]]
+    for task in heldout_tasks(4, 100):
+        trace = dfs_trace(task, random.Random(0), look=2)
+        if trace is not None:
+            sizes = [len(STEP.match(l).group(5).split(" ")) for l in trace.split("\n") if STEP.match(l)]
+            runs = "".join(map(str, sizes)).split("3")[1:]  # the 2-number states under each child
+            assert sizes[0] == 3 and all(1 <= len(r) <= 2 for r in runs)
+
+
+def test_dfs_yes_is_not_predictable_from_position():
+    """search_trace's third leaf says "yes" 150 times in 151 (README); dfs_trace's often says "no"."""
+    rng = random.Random(4)
+    thirds = [v[2] for v in (leaf_verdicts(dfs_trace(t, rng) or "") for t in heldout_tasks(3, 300)) if len(v) >= 3]
+    assert len(thirds) > 50 and 0.2 < thirds.count("no") / len(thirds) < 0.9
+
+
+def test_dfs_trace_over_budget_is_none():
+    task = Task((38, 29, 49), 40)  # the third child hits: six lines
+    assert dfs_trace(task, None, max_chars=60) is None
+    assert dfs_trace(task, None).endswith("<answer>29+(49-38)</answer>")
+
+
 # ----------------------------------------------------------------------------- prompts and SFT data
 
 @pytest.mark.parametrize("template", [prompt_compact, prompt_base, prompt_chat])
@@ -325,6 +376,9 @@ def test_write_sft_jsonl(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows[0] == {"prompt": prompt_base(tasks[0]), "response": optimal_trace(tasks[0])}
     assert len(rows) == 20
+    tasks = heldout_tasks(4, 40)  # dfs leaves out the tasks whose search does not fit
+    n = write_sft_jsonl(path, tasks, random.Random(0), kind="dfs")
+    assert 0 < n == len(path.read_text().splitlines()) < 40
 
 
 # ----------------------------------------------------------------------------- failure kinds
