@@ -87,6 +87,7 @@ def get_args(argv=None):
     ap.add_argument("--neg_weight", type=float, default=1.0,
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
+    ap.add_argument("--format_score", type=float, default=0.1, help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
     ap.add_argument("--trace_penalty", type=float, default=0.0,
                     help="subtract this from the reward of a response whose thinking has a wrong line (a process check)")
     ap.add_argument("--line_credit", type=float, default=0.0,
@@ -218,7 +219,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     # 2) rewards (shaped) and pure accuracy, kept apart
     texts = [tok.decode(c, skip_special_tokens=False) for c in completions]
     flat = [t for t in tasks for _ in range(G)]
-    rewards = [countdown_reward(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
+    rewards = [countdown_reward(x, list(t.numbers), t.target, format_score=args.format_score) for x, t in zip(texts, flat)]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
     spans = [countdown.wrong_spans(x, t.target) for x, t in zip(texts, flat)]  # the lines a rule finds wrong
     kinds = [{kind for kind, _, _ in s} for s in spans]

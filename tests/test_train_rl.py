@@ -114,6 +114,23 @@ def test_trace_penalty_lowers_the_reward_of_wrong_lines_only(tmp_path, monkeypat
         assert rec["slips"] == 0.5 and rec["false_yes"] == 0.0 and rec["groups_with_signal"] == signal
 
 
+def test_format_score_is_the_reward_of_a_wrong_answer(tmp_path, monkeypatch):
+    """A wrong answer earns --format_score, no answer earns 0, a right one 1."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",
+             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
+             "\n65+18=83 [83 37]\n83-37=46 no"]
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: [tok.encode(x).ids for x in texts])
+    model = Transformer.from_pretrained(tmp_path / "init")
+    for score in (0.1, 0.0, 0.5):
+        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "3", "--beta", "0",
+                                  "--format_score", str(score)])
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+        rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
+        assert rec["reward"] == pytest.approx((1 + score + 0) / 3) and rec["accuracy"] == pytest.approx(1 / 3)
+
+
 def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
     """The tokens --line_credit marks decode to exactly the wrong characters; rows with a wrong line
     are trained on even when their group's rewards are all equal, and only their wrong tokens move."""
