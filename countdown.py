@@ -28,6 +28,11 @@ once with + - * / and parentheses and equals the target. Design choices, numbere
    leaves (a bounded look, not a proof). A backtrack sometimes opens with "Wait, ".
 7. Every template ends with "<think>"; a trace is the continuation (it starts with a newline and
    never repeats "<think>"), so score format rewards on "<think>" + response.
+8. The oracle in note 6 leaks: since at most max_dead dead ends are shown, the count of "no"s
+   predicts the "yes" (a model can say "yes" at the third leaf without checking it). dfs_trace is
+   the search without the oracle, in the same line format: every child in order until a leaf hits,
+   so each verdict follows only from its line. It cannot show every 4-number search within the
+   budget; those tasks are left out of its SFT data.
 """
 
 import argparse

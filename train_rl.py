@@ -77,6 +77,8 @@ def get_args(argv=None):
     ap.add_argument("--group_size", type=int, help="G completions per prompt")
     ap.add_argument("--max_new_tokens", type=int)
     ap.add_argument("--temperature", type=float)
+    ap.add_argument("--top_p", type=float, default=1.0,
+                    help="nucleus sampling for the rollouts only (the loss keeps the full distribution)")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--beta", type=float, help="KL coefficient (0: no reference model)")
     ap.add_argument("--kl", default="k3", choices=["k1", "k2", "k3"])
@@ -213,7 +215,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     prompts = [encode_ids(tok, template(t)) for t in tasks for _ in range(G)]
     model.eval()
     with autocast:
-        completions = generate(model, prompts, args.max_new_tokens, temperature=args.temperature,
+        completions = generate(model, prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                stop_ids=stop_ids_for(tok), seed=args.seed * 1_000_003 + step)
     t_gen = time.time() - t0
     # 2) rewards (shaped) and pure accuracy, kept apart
