@@ -131,6 +131,24 @@ def test_format_score_is_the_reward_of_a_wrong_answer(tmp_path, monkeypatch):
         assert rec["reward"] == pytest.approx((1 + score + 0) / 3) and rec["accuracy"] == pytest.approx(1 / 3)
 
 
+def test_top_p_reaches_the_rollouts_only(tmp_path, monkeypatch):
+    """--top_p truncates the sampler; the loss still sees the full distribution (same loss as top_p 1)."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",
+             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"]
+    seen = []
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: seen.append(k["top_p"]) or [tok.encode(x).ids for x in texts])
+    recs = []
+    for top_p in (1.0, 0.9):
+        model = Transformer.from_pretrained(tmp_path / "init")
+        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
+                                  "--top_p", str(top_p)])
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+        recs.append(train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False)))
+    assert seen == [1.0, 0.9] and recs[0]["grad_norm"] == recs[1]["grad_norm"] > 0
+
+
 def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
     """The tokens --line_credit marks decode to exactly the wrong characters; rows with a wrong line
     are trained on even when their group's rewards are all equal, and only their wrong tokens move."""
