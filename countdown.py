@@ -363,6 +363,39 @@ def wrong_spans(response, target):
     return spans
 
 
+def leaf_claims(response, target):
+    """The verdict of each leaf line of the thinking, in order, judged against the line's own result:
+    "yes" or "no" when it holds, "false yes" / "false no" when it does not. Where a search claims
+    success, and whether the claim holds, tells a check from a guess by position (design note 8)."""
+    out = []
+    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
+        c, verdict = mt.group(4), mt.group(5)
+        if verdict:
+            out.append(verdict if (int(c) == target) == (verdict == "yes") else "false " + verdict)
+    return out
+
+
+def forced_finish(response, target):
+    """True when the thinking ends in a line `a op b = target yes` whose arithmetic is wrong: the
+    result written is the target, not a op b."""
+    think = response.split("</think>")[0].rstrip()
+    last = think[think.rfind("\n") + 1:]
+    mt = _TRACE_LINE.search(last)
+    return bool(mt and mt.group(5) == "yes" and int(mt.group(4)) == target
+                and any(kind == "slip" for kind, _, _ in wrong_spans(last, target)))
+
+
+def claims_by_leaf(claims, bins=((1, 1), (2, 2), (3, 3), (4, 6), (7, 10**9))):
+    """{"leaf 3": (true yes, all yes), ...} over many responses' leaf_claims: a leaf's number is its
+    place in the trace (1 = the first leaf)."""
+    out = {}
+    for lo, hi in bins:
+        picked = [c for cl in claims for i, c in enumerate(cl, 1) if lo <= i <= hi and c.endswith("yes")]
+        name = f"leaf {lo}" if lo == hi else f"leaves {lo}-{hi}" if hi < 10**9 else f"leaves {lo}+"
+        out[name] = (picked.count("yes"), len(picked))
+    return out
+
+
 def trace_errors(response, target):
     """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
     claim "yes" for a c that is not the target (`train_rl.py --trace_penalty`, `failure_kind`)."""
@@ -482,6 +515,17 @@ def trace_stats(traces):
                 p95=n[int(0.95 * len(n))], max=n[-1], dead_end=share(" no\n"), wait=share("Wait, "))
 
 
+def yes_by_leaf(traces):
+    """{leaf number: (leaves that say "yes", leaves)}: how predictable a teacher's "yes" is from
+    its place alone (search_trace: the third 3-number leaf nearly always says "yes")."""
+    out = {}
+    for t in traces:
+        for i, line in enumerate((l for l in t.split("\n") if l.endswith((" yes", " no"))), 1):
+            yes, n = out.get(i, (0, 0))
+            out[i] = (yes + line.endswith(" yes"), n + 1)
+    return dict(sorted(out.items()))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Countdown tasks, example traces, trace lengths")
     parser.add_argument("--rules", default="sos", choices=["sos", "any"], help="task distribution")
@@ -498,4 +542,4 @@ if __name__ == "__main__":
         for kind, teacher in TRACES.items():
             traces = [x for x in (teacher(t, rng) for t in tasks) if x is not None]
             print(f"{args.rules} {k} numbers, {kind} traces of {len(traces)} of {len(tasks)} tasks:",
-                  trace_stats(traces))
+                  trace_stats(traces), "\n  leaf: (says yes, leaves)", yes_by_leaf(traces))

@@ -301,7 +301,7 @@ def main(argv=None):
 
 def heldout_main(args):
     """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report),
-    and how the wrong answers fail (countdown.failure_kind)."""
+    how the wrong answers fail (countdown.failure_kind, forced_finish), and where the "yes"s come."""
     import countdown
     from model import Transformer, load_tokenizer
 
@@ -321,9 +321,13 @@ def heldout_main(args):
             kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
             acc = kinds.count("right") / len(tasks)
             length = sum(len(tok.encode(x).ids) for x in texts) / len(texts)
+            forced = sum(countdown.forced_finish(x, t.target) for t, x, kind in zip(tasks, texts, kinds)
+                         if kind == "arithmetic slip")
+            claims = countdown.claims_by_leaf([countdown.leaf_claims(x, t.target) for t, x in zip(tasks, texts)])
             print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks); "
                   + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS)
-                  + f"; mean length {length:.0f} tokens")
+                  + f"; mean length {length:.0f} tokens\n  slips whose last line writes the target: {forced}; "
+                  + "true / all \"yes\" by leaf: " + ", ".join(f"{n} {a}/{b}" for n, (a, b) in claims.items()))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

@@ -291,10 +291,6 @@ def test_unsolvable_task_has_no_trace():
         search_trace(Task((1, 1, 1), 97), random.Random(0))
 
 
-def leaf_verdicts(trace):
-    return [LEAF.match(line).group(5) for line in trace.split("\n") if LEAF.match(line)]
-
-
 @pytest.mark.parametrize("rules", ["sos", "any"])
 @pytest.mark.parametrize("k", [3, 4])
 def test_dfs_traces_are_true_and_fit(rules, k):
@@ -327,13 +323,6 @@ def test_dfs_traces_try_children_in_order_without_skipping():
             sizes = [len(STEP.match(l).group(5).split(" ")) for l in trace.split("\n") if STEP.match(l)]
             runs = "".join(map(str, sizes)).split("3")[1:]  # the 2-number states under each child
             assert sizes[0] == 3 and all(1 <= len(r) <= 2 for r in runs)
-
-
-def test_dfs_yes_is_not_predictable_from_position():
-    """search_trace's third leaf says "yes" 150 times in 151 (README); dfs_trace's often says "no"."""
-    rng = random.Random(4)
-    thirds = [v[2] for v in (leaf_verdicts(dfs_trace(t, rng) or "") for t in heldout_tasks(3, 300)) if len(v) >= 3]
-    assert len(thirds) > 50 and 0.2 < thirds.count("no") / len(thirds) < 0.9
 
 
 def test_dfs_trace_over_budget_is_none():
@@ -413,6 +402,37 @@ def test_failure_kind_hand_labelled(response, kind):
 ], ids=["clean", "slip-then-false-yes", "division", "thinking-only", "huge-numbers", "empty"])
 def test_trace_errors_hand_counted(response, errors):
     assert countdown.trace_errors(response, TASK.target) == errors
+
+
+def test_leaf_claims_judge_each_verdict_by_its_own_line():
+    r = "\n65+18=83 [83 37]\n83-37=46 no\n83-37=10 yes\n47-37=10 no\n83-37=46 yes\n</think>\n28-18=10 yes"
+    assert countdown.leaf_claims(r, 10) == ["no", "yes", "false no", "false yes"]  # "83-37=10" slips: still a yes
+    assert countdown.leaf_claims("", 10) == []
+
+
+@pytest.mark.parametrize("response,forced", [
+    ("\n49-38=11 [11 29]\n29+11=40 yes\n</think>\n<answer>29+(49-38)</answer>", False),  # right
+    ("\n49-38=11 [11 29]\n29+12=40 yes\n</think>\n<answer>x</answer>", True),  # 41 written as the target
+    ("\n49-38=11 [11 29]\n29+12=41 yes\n</think>\n<answer>x</answer>", False),  # a slip and a false yes
+    ("\n49-38=12 [12 29]\n29+11=40 yes\n</think>", False),  # the slip is not on the last line
+    ("\n29+12=40 no\n</think>", False),
+    ("29+12=40 yes", True),
+    ("", False),
+])
+def test_forced_finish_hand_labelled(response, forced):
+    assert countdown.forced_finish(response, 40) is forced
+
+
+def test_claims_by_leaf_and_yes_by_leaf_count_by_place():
+    got = countdown.claims_by_leaf([["no", "yes"], ["false yes"], ["no", "no", "yes"], ["no"] * 7 + ["false yes"]])
+    assert got == {"leaf 1": (0, 1), "leaf 2": (1, 1), "leaf 3": (1, 1), "leaves 4-6": (0, 0), "leaves 7+": (0, 1)}
+    traces = ["\n36+7=43 [43 12]\n43-12=31 no\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>x</answer>",
+              "\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>x</answer>"]
+    assert countdown.yes_by_leaf(traces) == {1: (1, 2), 2: (1, 1)}
+    rng = random.Random(0)  # the oracle teacher's third 3-number leaf nearly always says "yes"; dfs's does not
+    search = countdown.yes_by_leaf([search_trace(t, rng) for t in heldout_tasks(3, 300)])
+    dfs = countdown.yes_by_leaf([x for x in (dfs_trace(t, rng) for t in heldout_tasks(3, 300)) if x])
+    assert search[3][0] / search[3][1] > 0.95 and dfs[3][0] / dfs[3][1] < 0.8
 
 
 def test_wrong_spans_point_at_the_wrong_characters():
