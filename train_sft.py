@@ -9,7 +9,8 @@ Design notes:
    The loss is on response tokens only (and the end-of-text token after them): the model learns
    to answer, not to write prompts.
 2. Without --data we run R1's stage 1 in miniature, since there is no model hub: generate Countdown
-   tasks, write search traces with the teacher in countdown.py, train a tokenizer on that text
+   tasks, write search traces with the teacher in countdown.py (--traces: search, optimal, or
+   dfs, the search without the solver's oracle), train a tokenizer on that text
    (BPE, every digit its own token so arithmetic is learned digit by digit), then train a small
    model from random init. The fixed held-out tasks never appear in training.
 3. Batches are drawn from a per-epoch permutation fixed by (seed, epoch) and bucketed by length
