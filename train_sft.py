@@ -130,7 +130,9 @@ def cold_start_data(args):
     path = os.path.join(args.out, f"train_{args.traces}.jsonl")
     if not (args.resume and os.path.exists(path)):
         tasks = countdown.train_tasks(args.n_train, args.seed)
-        countdown.write_sft_jsonl(path + ".tmp", tasks, random.Random(args.seed), kind=args.traces)
+        n = countdown.write_sft_jsonl(path + ".tmp", tasks, random.Random(args.seed), kind=args.traces)
+        if n < len(tasks):
+            print(f"{args.traces} traces: {len(tasks) - n} of {len(tasks)} tasks left out (their search does not fit)")
         os.replace(path + ".tmp", path)
     if args.resume:
         return path, load_tokenizer(os.path.join(args.out, "ckpt"))
