@@ -300,13 +300,13 @@ def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
     """A search the model can run itself: depth-first in heuristic order, no look at the solver.
 
     search_trace knows from the solver which child is solvable: it skips dead children past
-    max_dead, so where its "yes" comes is predictable from the count of "no"s before it (in 3-number
-    traces the third leaf says "yes" 150 times out of 151), which a model can copy without doing the
-    arithmetic. Here every child is tried, in order, until a leaf hits: a 3-number task checks the
+    max_dead, so where its "yes" comes is predictable from the count of "no"s before it (the third
+    leaf of a 3-number trace says "yes" 605 times in 623: `python countdown.py`), which a model can
+    copy without doing the arithmetic. Here every child is tried, in order, until a leaf hits: a 3-number task checks the
     leaf of each child (complete; nearly every task fits in 360 chars), a 4-number task tries the first
     `look` grandchildren of each child (a bounded look, so it can pass a solution by and go on).
     Every "no" and "yes" follows from the line's own arithmetic. Returns the response, or None when
-    no leaf hits within max_chars (about half of 4-number tasks at 540; the caller drops them).
+    no leaf hits within max_chars (43% of 4-number tasks at 540; the caller drops them).
     """
     T, rules = task.target, trace_rules(task)
     max_chars = max_chars or DFS_CHARS.get(len(task.numbers), 540)
