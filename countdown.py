@@ -310,13 +310,13 @@ def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
     """
     T, rules = task.target, trace_rules(task)
     max_chars = max_chars or DFS_CHARS.get(len(task.numbers), 540)
-    lines, failed = [], False
+    lines, failed, size = [], False, -1  # size: len("\n".join(lines))
 
     def emit(text, fail):  # a line, opening with "Wait, " sometimes when the last one failed
-        nonlocal failed
+        nonlocal failed, size
         lines.append(("Wait, " if failed and rng is not None and rng.random() < p_wait else "") + text)
-        failed = fail
-        return len("\n".join(lines)) <= max_chars
+        failed, size = fail, size + 1 + len(lines[-1])
+        return size <= max_chars
 
     def check(kid):  # the step into a 2-number state and its leaf: (within budget, answer or None)
         if not emit(_step(kid), False):
