@@ -94,6 +94,10 @@ def get_args(argv=None):
                     help="subtract this from the reward of a response whose thinking has a wrong line (a process check)")
     ap.add_argument("--line_credit", type=float, default=0.0,
                     help="subtract this from the advantage of the tokens of each wrong line (a per-token process credit)")
+    ap.add_argument("--line_reward", type=float, default=0.0,
+                    help="add this to the advantage of the tokens of each right result and true verdict (positive process credit)")
+    ap.add_argument("--greedy_in_group", action="store_true",
+                    help="make one of each group's G rollouts the greedy decode (a probe, design note 8)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
     ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
@@ -215,8 +219,13 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     prompts = [encode_ids(tok, template(t)) for t in tasks for _ in range(G)]
     model.eval()
     with autocast:
-        completions = generate(model, prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        sampled = [p for i, p in enumerate(prompts) if not (args.greedy_in_group and i % G == 0)]
+        completions = generate(model, sampled, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                stop_ids=stop_ids_for(tok), seed=args.seed * 1_000_003 + step)
+        if args.greedy_in_group:  # the first rollout of each group is the greedy one
+            greedy = generate(model, prompts[::G], args.max_new_tokens, temperature=0.0, stop_ids=stop_ids_for(tok))
+            it = iter(completions)
+            completions = [greedy[i // G] if i % G == 0 else next(it) for i in range(len(prompts))]
     t_gen = time.time() - t0
     # 2) rewards (shaped) and pure accuracy, kept apart
     texts = [tok.decode(c, skip_special_tokens=False) for c in completions]
@@ -236,6 +245,9 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     if args.line_credit:  # a wrong line carries signal even where the group has none
         wrong = line_credit_tokens(tok, completions, texts, spans)
         keep |= torch.tensor([bool(w) for w in wrong])
+    if args.line_reward:  # so does a right one
+        right = line_credit_tokens(tok, completions, texts, [countdown.right_spans(x, t.target) for x, t in zip(texts, flat)])
+        keep |= torch.tensor([bool(w) for w in right])
     rows = keep.nonzero().squeeze(1).tolist()
     rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),
            "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
@@ -244,6 +256,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
            "slips": sum("slip" in k for k in kinds) / len(kinds),
            "false_yes": sum("false yes" in k for k in kinds) / len(kinds),
            "groups_with_signal": signal.float().mean().item()}
+    if args.greedy_in_group:
+        rec["greedy_accuracy"] = sum(correct[::G]) / len(tasks)
     # 3) policy update on the groups that carry signal
     model.train()
     stats = []
@@ -252,10 +266,13 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         idx, valid = idx.to(args.device), valid.to(args.device)
         mask = valid[:, P:]
         a = adv[rows].to(args.device)
-        if args.line_credit:  # per-token advantages: the sequence's, minus line_credit on each wrong token
+        if args.line_credit or args.line_reward:  # per-token advantages: the sequence's, -/+ the line credit
             a = a[:, None].repeat(1, mask.shape[1])
             for r, i in enumerate(rows):
-                a[r, wrong[i]] -= args.line_credit
+                if args.line_credit:
+                    a[r, wrong[i]] -= args.line_credit
+                if args.line_reward:
+                    a[r, right[i]] += args.line_reward
         n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()
         chunks = [slice(i, i + args.micro_batch) for i in range(0, len(rows), args.micro_batch)]
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)

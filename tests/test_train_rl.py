@@ -173,3 +173,56 @@ def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
     assert adv.shape[0] == 1  # only the row with wrong lines
     assert sorted((adv[0] == -0.5).nonzero().squeeze(1).tolist()) == wrong[1]
     assert (adv[0] != 0).sum() == len(wrong[1])
+
+
+def test_line_reward_lands_on_the_right_tokens(tmp_path, monkeypatch):
+    """--line_reward adds to exactly the tokens of right results and true verdicts, in every row that
+    has one, on top of the sequence's advantage (0 here: both rewards are 0.1)."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
+             "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
+    ids = [tok.encode(x).ids for x in texts]
+    right = train_rl.line_credit_tokens(tok, ids, texts, [countdown.right_spans(x, task.target) for x in texts])
+    assert [tok.decode([ids[0][k]]) for k in right[0]] == ["8", "3", "4", "6", " no\n"]
+    assert "".join(tok.decode([ids[1][k]]) for k in right[1]) == "47"
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
+    seen = []
+    real = train_rl.policy_loss
+    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    model = Transformer.from_pretrained(tmp_path / "init")
+    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
+                              "--line_reward", "0.5"])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
+    assert rec["groups_with_signal"] == 0.0 and rec["grad_norm"] > 0
+    (adv,) = seen
+    assert adv.shape[0] == 2
+    for row in (0, 1):
+        assert sorted((adv[row] == 0.5).nonzero().squeeze(1).tolist()) == right[row]
+        assert (adv[row] != 0).sum() == len(right[row])
+
+
+def test_greedy_in_group_puts_the_greedy_decode_first(tmp_path, monkeypatch):
+    """With --greedy_in_group each group's first rollout comes from a temperature-0 call on that
+    group's prompt, the other G-1 from the sampler; its accuracy is logged as greedy_accuracy."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    tasks = [countdown.Task((65, 18, 37), 10), countdown.Task((3, 4, 5), 12)]
+    right = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",
+             "\n3+4=7 [7 5]\n7+5=12 yes\n</think>\n<answer>(3+4)+5</answer>"]
+    wrong = "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"
+    calls = []
+
+    def fake_generate(model, prompts, max_new_tokens, temperature=1.0, **k):
+        calls.append((len(prompts), temperature))
+        texts = [right[0], wrong] if temperature == 0 else [wrong] * len(prompts)
+        return [tok.encode(x).ids for x in texts]
+
+    monkeypatch.setattr(train_rl, "generate", fake_generate)
+    model = Transformer.from_pretrained(tmp_path / "init")
+    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "3", "--beta", "0", "--greedy_in_group"])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    rec = train_rl.grpo_step(model, None, opt, tok, tasks, args, 0, torch.autocast("cpu", enabled=False))
+    assert calls == [(4, 1.0), (2, 0.0)]
+    assert rec["greedy_accuracy"] == 0.5 and rec["accuracy"] == pytest.approx(1 / 6)
+    assert rec["groups_with_signal"] == 0.5  # task 0: greedy right, samples wrong; task 1: all wrong
