@@ -25,10 +25,15 @@ Design notes:
    length, reflection words, KL, entropy and clip fraction against steps.
 6. Logits are computed only where they are needed (the completion positions) from the final
    hidden states, so the [tokens, vocab] tensor stays as small as it can be without a kernel.
-7. Two process-reward probes read each line of the trace with a rule (countdown.wrong_spans):
-   --trace_penalty lowers the reward of a response with a wrong line; --line_credit lowers the
-   advantage of just the wrong line's tokens (policy_loss takes [B, T] advantages). Both are off
-   by default: the README shows they made greedy accuracy worse.
+7. Three process-reward probes read each line of the trace with a rule (countdown.wrong_spans,
+   countdown.right_spans): --trace_penalty lowers the reward of a response with a wrong line;
+   --line_credit lowers the advantage of just the wrong line's tokens (policy_loss takes [B, T]
+   advantages); --line_reward raises the advantage of the tokens of each right result and true
+   verdict. All are off by default: the README shows none raised greedy accuracy.
+8. --greedy_in_group makes the first of each group's G rollouts the greedy decode (a second
+   generate call at temperature 0), so the group's advantages compare the samples with what greedy
+   evaluation will do, and the greedy sequence itself is trained on. It is off-policy for that one
+   row (its ratio is taken as 1). A probe aimed at the held-out metric, which is greedy; off by default.
 """
 
 import argparse
