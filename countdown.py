@@ -363,18 +363,19 @@ def wrong_spans(response, target):
     return spans
 
 
-def right_spans(response, target):
+def right_spans(response, target, verdicts=True):
     """[(kind, start, end)]: what a rule finds right in each line of the thinking, the mirror of
-    wrong_spans: the result c of a line `a op b = c` whose c is a op b ("right"), and the verdict of a
-    leaf line that holds for its own c ("true verdict": "yes" for the target, "no" for anything
-    else). `train_rl.py --line_reward` turns these into per-token credit. Total: any text gives a list."""
+    wrong_spans: the result c of a line `a op b = c` whose c is a op b ("right"), and (if verdicts)
+    the verdict of a leaf line that holds for its own c ("true verdict": "yes" for the target, "no"
+    for anything else). `train_rl.py --line_reward` turns these into per-token credit. Total: any
+    text gives a list."""
     spans = []
     for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
         a, op, b, c, verdict = mt.groups()
         a, b, c = int(a), int(b), int(c)
         if c == {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]:
             spans.append(("right", mt.start(4), mt.end(4)))
-        if verdict and (verdict == "yes") == (c == target):
+        if verdicts and verdict and (verdict == "yes") == (c == target):
             spans.append(("true verdict", mt.start(5), mt.end(5)))
     return spans
 

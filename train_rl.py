@@ -29,7 +29,9 @@ Design notes:
    countdown.right_spans): --trace_penalty lowers the reward of a response with a wrong line;
    --line_credit lowers the advantage of just the wrong line's tokens (policy_loss takes [B, T]
    advantages); --line_reward raises the advantage of the tokens of each right result and true
-   verdict. All are off by default: the README shows none raised greedy accuracy.
+   verdict (--line_reward_verdicts 0: results only; --outcome_weight 0 drops the outcome
+   advantages, leaving the process credit alone). All are off by default: docs/rl_probes.md shows
+   none raised greedy accuracy.
 8. --greedy_in_group makes the first of each group's G rollouts the greedy decode (a second
    generate call at temperature 0), so the group's advantages compare the samples with what greedy
    evaluation will do, and the greedy sequence itself is trained on. It is off-policy for that one
@@ -101,6 +103,10 @@ def get_args(argv=None):
                     help="subtract this from the advantage of the tokens of each wrong line (a per-token process credit)")
     ap.add_argument("--line_reward", type=float, default=0.0,
                     help="add this to the advantage of the tokens of each right result and true verdict (positive process credit)")
+    ap.add_argument("--line_reward_verdicts", type=int, default=1, choices=[0, 1],
+                    help="0: --line_reward credits right results only, not the verdicts that hold")
+    ap.add_argument("--outcome_weight", type=float, default=1.0,
+                    help="factor on the outcome (group) advantages; 0 leaves only the process credit")
     ap.add_argument("--greedy_in_group", action="store_true",
                     help="make one of each group's G rollouts the greedy decode (a probe, design note 8)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
@@ -244,14 +250,15 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
     rewards = torch.tensor(rewards)
-    adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight)
+    adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight) * args.outcome_weight
     signal = group_has_signal(rewards, G)  # (n_prompts,) False where all G rewards are equal
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
     if args.line_credit:  # a wrong line carries signal even where the group has none
         wrong = line_credit_tokens(tok, completions, texts, spans)
         keep |= torch.tensor([bool(w) for w in wrong])
     if args.line_reward:  # so does a right one
-        right = line_credit_tokens(tok, completions, texts, [countdown.right_spans(x, t.target) for x, t in zip(texts, flat)])
+        right = line_credit_tokens(tok, completions, texts, [countdown.right_spans(x, t.target, args.line_reward_verdicts)
+                                                             for x, t in zip(texts, flat)])
         keep |= torch.tensor([bool(w) for w in right])
     rows = keep.nonzero().squeeze(1).tolist()
     rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),

@@ -441,6 +441,8 @@ def test_right_spans_mirror_wrong_spans():
     got = [(k, r[s:e]) for k, s, e in countdown.right_spans(r, TASK.target)]
     assert got == [("right", "9"), ("true verdict", "no"), ("right", "83"), ("right", "46"), ("right", "47"), ("right", "10")]
     assert countdown.right_spans("28-18=10 yes", 10) == [("right", 11 - 5, 11 - 3), ("true verdict", 9, 12)]
+    assert [(k, r[s:e]) for k, s, e in countdown.right_spans(r, TASK.target, verdicts=False)] == [
+        x for x in got if x[0] == "right"]
     # division by zero is never a right result (its "no" still holds for its own 1); nothing after </think>
     assert countdown.right_spans("7/0=1 no 1e999 </think> 3+4=7", 7) == [("true verdict", 6, 8)]
     rng = random.Random(1)  # a teacher's trace is right everywhere: a result and a verdict per leaf

@@ -226,3 +226,33 @@ def test_greedy_in_group_puts_the_greedy_decode_first(tmp_path, monkeypatch):
     assert calls == [(4, 1.0), (2, 0.0)]
     assert rec["greedy_accuracy"] == 0.5 and rec["accuracy"] == pytest.approx(1 / 6)
     assert rec["groups_with_signal"] == 0.5  # task 0: greedy right, samples wrong; task 1: all wrong
+
+
+def test_outcome_weight_and_results_only_line_reward(tmp_path, monkeypatch):
+    """--outcome_weight scales the group advantages (0: only the process credit is left);
+    --line_reward_verdicts 0 credits right results only."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    task = countdown.Task((65, 18, 37), 10)
+    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",
+             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"]
+    ids = [tok.encode(x).ids for x in texts]
+    results = train_rl.line_credit_tokens(tok, ids, texts, [countdown.right_spans(x, task.target, False) for x in texts])
+    assert [tok.decode([ids[1][k]]) for k in results[1]] == ["8", "3", "4", "6"]
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
+    seen = []
+    real = train_rl.policy_loss
+    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    model = Transformer.from_pretrained(tmp_path / "init")
+    for weight in (1.0, 0.5, 0.0):
+        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
+                                  "--line_reward", "0.25", "--line_reward_verdicts", "0", "--outcome_weight", str(weight)])
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+        train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
+        adv = seen.pop()
+        base = 1 / (0.9 / 2**0.5 + 1e-6) * 0.45 * weight  # (1 - 0.55) / std([1, 0.1]), unbiased std
+        for row, sign in ((0, 1), (1, -1)):
+            want = torch.full((adv.shape[1],), sign * base)
+            want[results[row]] += 0.25
+            valid = torch.zeros(adv.shape[1], dtype=torch.bool)
+            valid[: len(ids[row])] = True
+            assert torch.allclose(adv[row][valid], want[valid], atol=1e-5)
