@@ -149,27 +149,37 @@ def test_top_p_reaches_the_rollouts_only(tmp_path, monkeypatch):
     assert seen == [1.0, 0.9] and recs[0]["grad_norm"] == recs[1]["grad_norm"] > 0
 
 
-def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
-    """The tokens --line_credit marks decode to exactly the wrong characters; rows with a wrong line
-    are trained on even when their group's rewards are all equal, and only their wrong tokens move."""
+TASK = countdown.Task((65, 18, 37), 10)
+
+
+def advantages_seen(tmp_path, monkeypatch, texts, *flags):
+    """Run one grpo_step on scripted completions of TASK (G = len(texts)); return the tokenizer,
+    the completions' ids, the step's record and the [rows, T] advantages policy_loss was given."""
     tok = tiny_countdown_checkpoint(tmp_path / "init")
-    task = countdown.Task((65, 18, 37), 10)
-    texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
-             "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
     ids = [tok.encode(x).ids for x in texts]
-    wrong = train_rl.line_credit_tokens(tok, ids, texts, [countdown.wrong_spans(x, task.target) for x in texts])
-    assert wrong[0] == [] and "".join(tok.decode([ids[1][k]]) for k in wrong[1]) == "84 yes"  # " y" "es"
     monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
     seen = []
     real = train_rl.policy_loss
     monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
     model = Transformer.from_pretrained(tmp_path / "init")
-    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
-                              "--line_credit", "0.5"])
+    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", str(len(texts)), "--beta", "0", *flags])
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)
-    rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
-    assert rec["groups_with_signal"] == 0.0  # both rewards 0.1
+    rec = train_rl.grpo_step(model, None, opt, tok, [TASK], args, 0, torch.autocast("cpu", enabled=False))
     (adv,) = seen
+    return tok, ids, rec, adv
+
+
+NO_YES = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",  # two wrong answers
+          "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
+
+
+def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
+    """The tokens --line_credit marks decode to exactly the wrong characters; rows with a wrong line
+    are trained on even when their group's rewards are all equal, and only their wrong tokens move."""
+    tok, ids, rec, adv = advantages_seen(tmp_path, monkeypatch, NO_YES, "--line_credit", "0.5")
+    wrong = train_rl.line_credit_tokens(tok, ids, NO_YES, [countdown.wrong_spans(x, TASK.target) for x in NO_YES])
+    assert wrong[0] == [] and "".join(tok.decode([ids[1][k]]) for k in wrong[1]) == "84 yes"  # " y" "es"
+    assert rec["groups_with_signal"] == 0.0  # both rewards 0.1
     assert adv.shape[0] == 1  # only the row with wrong lines
     assert sorted((adv[0] == -0.5).nonzero().squeeze(1).tolist()) == wrong[1]
     assert (adv[0] != 0).sum() == len(wrong[1])
@@ -178,25 +188,11 @@ def test_line_credit_lands_on_the_wrong_tokens(tmp_path, monkeypatch):
 def test_line_reward_lands_on_the_right_tokens(tmp_path, monkeypatch):
     """--line_reward adds to exactly the tokens of right results and true verdicts, in every row that
     has one, on top of the sequence's advantage (0 here: both rewards are 0.1)."""
-    tok = tiny_countdown_checkpoint(tmp_path / "init")
-    task = countdown.Task((65, 18, 37), 10)
-    texts = ["\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>",
-             "\n65+18=84 [84 37]\n84-37=47 yes\n</think>\n<answer>(65+18)-37</answer>"]
-    ids = [tok.encode(x).ids for x in texts]
-    right = train_rl.line_credit_tokens(tok, ids, texts, [countdown.right_spans(x, task.target) for x in texts])
+    tok, ids, rec, adv = advantages_seen(tmp_path, monkeypatch, NO_YES, "--line_reward", "0.5")
+    right = train_rl.line_credit_tokens(tok, ids, NO_YES, [countdown.right_spans(x, TASK.target) for x in NO_YES])
     assert [tok.decode([ids[0][k]]) for k in right[0]] == ["8", "3", "4", "6", " no\n"]
     assert "".join(tok.decode([ids[1][k]]) for k in right[1]) == "47"
-    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
-    seen = []
-    real = train_rl.policy_loss
-    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
-    model = Transformer.from_pretrained(tmp_path / "init")
-    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
-                              "--line_reward", "0.5"])
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
-    rec = train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
     assert rec["groups_with_signal"] == 0.0 and rec["grad_norm"] > 0
-    (adv,) = seen
     assert adv.shape[0] == 2
     for row in (0, 1):
         assert sorted((adv[row] == 0.5).nonzero().squeeze(1).tolist()) == right[row]
@@ -231,28 +227,15 @@ def test_greedy_in_group_puts_the_greedy_decode_first(tmp_path, monkeypatch):
 def test_outcome_weight_and_results_only_line_reward(tmp_path, monkeypatch):
     """--outcome_weight scales the group advantages (0: only the process credit is left);
     --line_reward_verdicts 0 credits right results only."""
-    tok = tiny_countdown_checkpoint(tmp_path / "init")
-    task = countdown.Task((65, 18, 37), 10)
-    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",
-             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"]
-    ids = [tok.encode(x).ids for x in texts]
-    results = train_rl.line_credit_tokens(tok, ids, texts, [countdown.right_spans(x, task.target, False) for x in texts])
-    assert [tok.decode([ids[1][k]]) for k in results[1]] == ["8", "3", "4", "6"]
-    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: ids)
-    seen = []
-    real = train_rl.policy_loss
-    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
-    model = Transformer.from_pretrained(tmp_path / "init")
+    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",  # right: reward 1
+             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"]  # wrong: 0.1
     for weight in (1.0, 0.5, 0.0):
-        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "2", "--beta", "0",
-                                  "--line_reward", "0.25", "--line_reward_verdicts", "0", "--outcome_weight", str(weight)])
-        opt = torch.optim.AdamW(model.parameters(), lr=0.0)
-        train_rl.grpo_step(model, None, opt, tok, [task], args, 0, torch.autocast("cpu", enabled=False))
-        adv = seen.pop()
-        base = 1 / (0.9 / 2**0.5 + 1e-6) * 0.45 * weight  # (1 - 0.55) / std([1, 0.1]), unbiased std
+        tok, ids, _, adv = advantages_seen(tmp_path / str(weight), monkeypatch, texts, "--line_reward", "0.25",
+                                           "--line_reward_verdicts", "0", "--outcome_weight", str(weight))
+        results = train_rl.line_credit_tokens(tok, ids, texts, [countdown.right_spans(x, TASK.target, False) for x in texts])
+        assert [tok.decode([ids[1][k]]) for k in results[1]] == ["8", "3", "4", "6"]
+        base = 0.45 / (0.9 / 2**0.5 + 1e-6) * weight  # (1 - 0.55) / std([1, 0.1]), unbiased std
         for row, sign in ((0, 1), (1, -1)):
-            want = torch.full((adv.shape[1],), sign * base)
+            want = torch.full((len(ids[row]),), sign * base)
             want[results[row]] += 0.25
-            valid = torch.zeros(adv.shape[1], dtype=torch.bool)
-            valid[: len(ids[row])] = True
-            assert torch.allclose(adv[row][valid], want[valid], atol=1e-5)
+            assert torch.allclose(adv[row, : len(ids[row])], want, atol=1e-5)
