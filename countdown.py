@@ -346,6 +346,11 @@ _TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))
 FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
 
 
+def _line_value(a, op, b):
+    """What a trace line `a op b = c` should have written as c (None for a division by zero)."""
+    return {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]
+
+
 def wrong_spans(response, target):
     """[(kind, start, end)]: each wrong line of the thinking, as the character span of what is wrong
     in it: the result c of a line `a op b = c` with the wrong c ("slip"), or the "yes" of a line whose
@@ -355,8 +360,7 @@ def wrong_spans(response, target):
     for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
         a, op, b, c, verdict = mt.groups()
         a, b, c = int(a), int(b), int(c)
-        value = {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]
-        if value != c:
+        if _line_value(a, op, b) != c:
             spans.append(("slip", mt.start(4), mt.end(4)))
         if verdict == "yes" and c != target:
             spans.append(("false yes", mt.start(5), mt.end(5)))
@@ -373,7 +377,7 @@ def right_spans(response, target, verdicts=True):
     for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
         a, op, b, c, verdict = mt.groups()
         a, b, c = int(a), int(b), int(c)
-        if c == {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]:
+        if _line_value(a, op, b) == c:
             spans.append(("right", mt.start(4), mt.end(4)))
         if verdicts and verdict and (verdict == "yes") == (c == target):
             spans.append(("true verdict", mt.start(5), mt.end(5)))
