@@ -351,18 +351,26 @@ def _line_value(a, op, b):
     return {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]
 
 
+def _checked_lines(response, target):
+    """Each line `a op b = c [verdict]` of the thinking, checked by the rule: (match, whether c is
+    a op b, whether the verdict holds for c: "yes" for the target, "no" for anything else; None
+    without a verdict). wrong_spans, right_spans and leaf_claims all read lines through this."""
+    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
+        a, op, b, c, verdict = mt.groups()
+        c = int(c)
+        yield mt, _line_value(int(a), op, int(b)) == c, None if verdict is None else (verdict == "yes") == (c == target)
+
+
 def wrong_spans(response, target):
     """[(kind, start, end)]: each wrong line of the thinking, as the character span of what is wrong
     in it: the result c of a line `a op b = c` with the wrong c ("slip"), or the "yes" of a line whose
     c is not the target ("false yes"). A rule can check every line of a search trace; this is what
     `train_rl.py --line_credit` turns into per-token credit. Total: any text gives a list."""
     spans = []
-    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
-        a, op, b, c, verdict = mt.groups()
-        a, b, c = int(a), int(b), int(c)
-        if _line_value(a, op, b) != c:
+    for mt, result_right, verdict_holds in _checked_lines(response, target):
+        if not result_right:
             spans.append(("slip", mt.start(4), mt.end(4)))
-        if verdict == "yes" and c != target:
+        if mt.group(5) == "yes" and not verdict_holds:
             spans.append(("false yes", mt.start(5), mt.end(5)))
     return spans
 
@@ -370,16 +378,13 @@ def wrong_spans(response, target):
 def right_spans(response, target, verdicts=True):
     """[(kind, start, end)]: what a rule finds right in each line of the thinking, the mirror of
     wrong_spans: the result c of a line `a op b = c` whose c is a op b ("right"), and (if verdicts)
-    the verdict of a leaf line that holds for its own c ("true verdict": "yes" for the target, "no"
-    for anything else). `train_rl.py --line_reward` turns these into per-token credit. Total: any
-    text gives a list."""
+    the verdict of a leaf line that holds for its own c ("true verdict"). `train_rl.py --line_reward`
+    turns these into per-token credit. Total: any text gives a list."""
     spans = []
-    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
-        a, op, b, c, verdict = mt.groups()
-        a, b, c = int(a), int(b), int(c)
-        if _line_value(a, op, b) == c:
+    for mt, result_right, verdict_holds in _checked_lines(response, target):
+        if result_right:
             spans.append(("right", mt.start(4), mt.end(4)))
-        if verdicts and verdict and (verdict == "yes") == (c == target):
+        if verdicts and verdict_holds:
             spans.append(("true verdict", mt.start(5), mt.end(5)))
     return spans
 
@@ -388,12 +393,8 @@ def leaf_claims(response, target):
     """The verdict of each leaf line of the thinking, in order, judged against the line's own result:
     "yes" or "no" when it holds, "false yes" / "false no" when it does not. Where a search claims
     success, and whether the claim holds, tells a check from a guess by position (design note 8)."""
-    out = []
-    for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
-        c, verdict = mt.group(4), mt.group(5)
-        if verdict:
-            out.append(verdict if (int(c) == target) == (verdict == "yes") else "false " + verdict)
-    return out
+    return [mt.group(5) if holds else "false " + mt.group(5)
+            for mt, _, holds in _checked_lines(response, target) if holds is not None]
 
 
 def forced_finish(response, target):
