@@ -36,6 +36,13 @@ Design notes:
    generate call at temperature 0), so the group's advantages compare the samples with what greedy
    evaluation will do, and the greedy sequence itself is trained on. It is off-policy for that one
    row (its ratio is taken as 1). A probe aimed at the held-out metric, which is greedy; off by default.
+9. --branch K trains the greedy decode directly (branch_step): decode each prompt greedily, take
+   its K least certain tokens (smallest logit gap between the argmax and the runner-up), put the
+   runner-up there and decode greedily from it. Where that one flip changes the reward, the flip's
+   token is pushed up and the greedy token down, at that position only, by the reward difference:
+   a policy-improvement step for the greedy policy (if the flip wins, greedy should take it). It
+   replaces the sampled groups; the loss is policy_loss's token-mean over the flipped positions,
+   with the KL on the same positions. A probe; off by default.
 """
 
 import argparse
@@ -87,6 +94,7 @@ def get_args(argv=None):
     ap.add_argument("--top_p", type=float, default=1.0,
                     help="nucleus sampling for the rollouts only (the loss keeps the full distribution)")
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup", type=int, default=0, help="linear learning-rate warmup over this many steps (0: none)")
     ap.add_argument("--beta", type=float, help="KL coefficient (0: no reference model)")
     ap.add_argument("--kl", default="k3", choices=["k1", "k2", "k3"])
     ap.add_argument("--eps_low", type=float, default=0.2)
@@ -109,6 +117,8 @@ def get_args(argv=None):
                     help="factor on the outcome (group) advantages; 0 leaves only the process credit")
     ap.add_argument("--greedy_in_group", action="store_true",
                     help="make one of each group's G rollouts the greedy decode (a probe, design note 8)")
+    ap.add_argument("--branch", type=int, default=0,
+                    help="replace the sampled groups by greedy branching at the K least certain tokens (a probe, design note 9)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
     ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
@@ -267,7 +277,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
            "reflection": sum(reflection_count(x) for x in texts) / len(texts),
            "slips": sum("slip" in k for k in kinds) / len(kinds),
            "false_yes": sum("false yes" in k for k in kinds) / len(kinds),
-           "groups_with_signal": signal.float().mean().item()}
+           "groups_with_signal": signal.float().mean().item(),
+           "reward_std": rewards.view(-1, G).std(1).mean().item()}  # within-group spread: what GRPO learns from
     if args.greedy_in_group:
         rec["greedy_accuracy"] = sum(correct[::G]) / len(tasks)
     # 3) policy update on the groups that carry signal
@@ -314,6 +325,74 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
             rec[key] = sum(w * m[key] for w, m in stats) / n
     if "clip_frac_low" in rec:
         rec["clip_frac"] = rec["clip_frac_low"] + rec["clip_frac_high"]
+    rec.update(time=time.time() - t0, time_gen=t_gen)
+    return rec
+
+
+def branch_step(model, ref, opt, tok, tasks, args, step, autocast):
+    """One --branch step (design note 9): greedy decodes, one-token flips at the least certain
+    positions, greedy continuations, and a push toward whichever of the two tokens earned more."""
+    t0, K, stops = time.time(), args.branch, stop_ids_for(tok)
+    prompts = [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in tasks]
+    model.eval()
+    with torch.no_grad(), autocast:
+        greedy = generate(model, prompts, args.max_new_tokens, temperature=0.0, stop_ids=stops)
+        idx, valid, P = sequences(prompts, greedy)
+        h = model(idx.to(args.device)[:, :-1], valid=valid.to(args.device)[:, :-1], return_hidden=True)[:, P - 1 :]
+        top = model.lm_head(h).float().topk(2, -1)  # (B, L, 2): argmax and runner-up
+        branches = []  # (row, position, runner-up token)
+        for b, c in enumerate(greedy):
+            gap = top.values[b, : len(c), 0] - top.values[b, : len(c), 1]
+            alts = top.indices[b, : len(c), 1].tolist()
+            gap[torch.tensor([a in stops for a in alts], dtype=torch.bool, device=gap.device)] = math.inf
+            branches += [(b, t, alts[t]) for t in gap.argsort()[:K].tolist() if gap[t] < math.inf]
+        tails = generate(model, [prompts[b] + greedy[b][:t] + [a] for b, t, a in branches], args.max_new_tokens,
+                         temperature=0.0, stop_ids=stops)
+    t_gen = time.time() - t0
+
+    def reward(task, ids):
+        return countdown_reward(tok.decode(ids[: args.max_new_tokens], skip_special_tokens=False), list(task.numbers),
+                                task.target, format_score=args.format_score)
+
+    r_greedy = [reward(task, c) for task, c in zip(tasks, greedy)]
+    diff = [reward(tasks[b], greedy[b][:t] + [a] + tail) - r_greedy[b] for (b, t, a), tail in zip(branches, tails)]
+    texts = [tok.decode(c, skip_special_tokens=False) for c in greedy]
+    rec = {"step": step, "reward": sum(r_greedy) / len(tasks),
+           "accuracy": sum(countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, tasks)) / len(tasks),
+           "length": sum(map(len, greedy)) / len(greedy),
+           "reflection": sum(reflection_count(x) for x in texts) / len(texts),
+           "branch_fix": sum(d > 0 for d in diff) / len(tasks), "branch_break": sum(d < 0 for d in diff) / len(tasks)}
+    rec["greedy_accuracy"] = rec["accuracy"]
+    # rows: the greedy decodes, then each flip that changed the reward, cut just after its flipped token
+    signal = [(br, d) for br, d in zip(branches, diff) if d != 0]
+    model.train()
+    if signal:
+        used = sorted({b for (b, _, _), _ in signal})  # greedy decodes with at least one such flip
+        row = {b: i for i, b in enumerate(used)}
+        rows_p = [prompts[b] for b in used] + [prompts[b] for (b, _, _), _ in signal]
+        rows_c = [greedy[b] for b in used] + [greedy[b][:t] + [a] for (b, t, a), _ in signal]
+        idx, valid, P = sequences(rows_p, rows_c)
+        adv = torch.zeros(idx.shape[0], idx.shape[1] - P)
+        mask = torch.zeros_like(adv, dtype=torch.bool)
+        for r, ((b, t, _), d) in enumerate(signal, start=len(used)):
+            adv[r, t], adv[row[b], t] = d, -d
+            mask[r, t] = mask[row[b], t] = True
+        idx, valid, adv, mask = idx.to(args.device), valid.to(args.device), adv.to(args.device), mask.to(args.device)
+        with autocast:
+            logp, ent = completion_logp(model, idx, valid, P, True)
+            ref_logp = None
+            if ref is not None:
+                with torch.no_grad():
+                    ref_logp = completion_logp(ref, idx, valid, P)[0]
+        loss, m = policy_loss(logp, None, ref_logp, adv, mask, beta=args.beta, kl=args.kl, agg="token-mean",
+                              entropy=ent)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}; stopping without saving")
+        loss.backward()
+        rec["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad).item()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        rec.update(kl=m["kl"], entropy=m["entropy"])
     rec.update(time=time.time() - t0, time_gen=t_gen)
     return rec
 
@@ -377,8 +456,10 @@ def main(argv=None):
         evaluate()
     bar = tqdm(total=args.steps, initial=step, desc="grpo", disable=None)
     while step < args.steps:
-        rec = grpo_step(model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step,
-                        autocast)
+        for group in opt.param_groups:  # linear warmup, then constant
+            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
+        rec = (branch_step if args.branch else grpo_step)(
+            model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step, autocast)
         step += 1
         log(rec)
         bar.update(1)

@@ -239,3 +239,49 @@ def test_outcome_weight_and_results_only_line_reward(tmp_path, monkeypatch):
             want = torch.full((len(ids[row]),), sign * base)
             want[results[row]] += 0.25
             assert torch.allclose(adv[row, : len(ids[row])], want, atol=1e-5)
+
+
+def test_branch_flips_the_least_certain_tokens_and_pushes_toward_the_winner(tmp_path, monkeypatch):
+    """--branch K: the flips sit at the K smallest argmax - runner-up logit gaps of the greedy decode
+    (checked against an unpadded forward), each puts the runner-up there, and a flip that wins
+    gets +d on its token and -d on the greedy token at that one position (d = reward difference)."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    wrong = "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"  # reward 0.1
+    greedy = tok.encode(wrong).ids
+    fix, same = tok.encode("\n</think>\n<answer>(65-18)-37</answer>").ids, tok.encode("\n</think>\n<answer>(65+18)-37</answer>").ids
+    calls = []
+
+    def fake_generate(model, prompts, max_new_tokens, temperature=1.0, **k):
+        calls.append((prompts, temperature))
+        return [greedy] if len(calls) == 1 else [fix] + [same] * (len(prompts) - 1)
+
+    monkeypatch.setattr(train_rl, "generate", fake_generate)
+    seen = []
+    real = train_rl.policy_loss
+    monkeypatch.setattr(train_rl, "policy_loss", lambda *a, **k: seen.append((a[3], a[4])) or real(*a, **k))
+    model = Transformer.from_pretrained(tmp_path / "init")
+    args = train_rl.get_args(["--init", str(tmp_path / "init"), "--beta", "0", "--branch", "3"])
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    rec = train_rl.branch_step(model, None, opt, tok, [TASK], args, 0, torch.autocast("cpu", enabled=False))
+
+    (prompt,) = calls[0][0]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + greedy]))[0, len(prompt) - 1 : -1].double()
+    top = logits.topk(2, -1)
+    gaps = (top.values[:, 0] - top.values[:, 1]).tolist()
+    stops = set(train_rl.stop_ids_for(tok))
+    want = sorted((g, t) for t, g in enumerate(gaps) if top.indices[t, 1].item() not in stops)[:3]
+    branches, temp = calls[1]
+    assert temp == 0.0 and calls[0][1] == 0.0
+    assert [(p[len(prompt):-1], p[-1]) for p in branches] == [(greedy[:t], top.indices[t, 1].item()) for _, t in want]
+    assert rec["branch_fix"] == 1.0 and rec["branch_break"] == 0.0 and rec["greedy_accuracy"] == 0.0
+    (adv, mask), t = seen[0], want[0][1]
+    assert adv.shape[0] == 2 and mask.sum() == 2  # the greedy row and the winning flip's row
+    assert adv[0, t] == pytest.approx(-0.9) and adv[1, t] == pytest.approx(0.9) and mask[0, t] and mask[1, t]
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path):
+    tiny_countdown_checkpoint(tmp_path / "init")
+    train_rl.main(RL + ["--init", str(tmp_path / "init"), "--out", str(tmp_path / "w"), "--warmup", "4"])
+    state = torch.load(tmp_path / "w" / "ckpt" / "train_state.pt", weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * 2 / 4)  # lr of step 1 of 4
