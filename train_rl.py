@@ -117,6 +117,8 @@ def get_args(argv=None):
                     help="factor on the outcome (group) advantages; 0 leaves only the process credit")
     ap.add_argument("--greedy_in_group", action="store_true",
                     help="make one of each group's G rollouts the greedy decode (a probe, design note 8)")
+    ap.add_argument("--forking", type=float, default=0.0,
+                    help="policy gradient only on this fraction of the batch's highest-entropy tokens (Wang et al. 2025; 0: all)")
     ap.add_argument("--branch", type=int, default=0,
                     help="replace the sampled groups by greedy branching at the K least certain tokens (a probe, design note 9)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
@@ -289,7 +291,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         idx, valid = idx.to(args.device), valid.to(args.device)
         mask = valid[:, P:]
         a = adv[rows].to(args.device)
-        if args.line_credit or args.line_reward:  # per-token advantages: the sequence's, -/+ the line credit
+        if args.line_credit or args.line_reward or args.forking:  # per-token advantages: the sequence's, -/+ the line credit
             a = a[:, None].repeat(1, mask.shape[1])
             for r, i in enumerate(rows):
                 if args.line_credit:
@@ -298,6 +300,10 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                     a[r, right[i]] += args.line_reward
         n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()
         chunks = [slice(i, i + args.micro_batch) for i in range(0, len(rows), args.micro_batch)]
+        if args.forking:  # only the forking tokens (the batch's top fraction by the policy's entropy) keep an advantage
+            with torch.no_grad(), autocast:
+                ent = torch.cat([completion_logp(model, idx[s], valid[s], P, True, args.temperature)[1] for s in chunks])
+            a = torch.where(ent >= torch.quantile(ent[mask].float(), 1 - args.forking), a, torch.zeros_like(a))
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)
         if ref is not None:
             with torch.no_grad(), autocast:

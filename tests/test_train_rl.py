@@ -285,3 +285,27 @@ def test_warmup_ramps_the_learning_rate(tmp_path):
     train_rl.main(RL + ["--init", str(tmp_path / "init"), "--out", str(tmp_path / "w"), "--warmup", "4"])
     state = torch.load(tmp_path / "w" / "ckpt" / "train_state.pt", weights_only=False)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * 2 / 4)  # lr of step 1 of 4
+
+
+def test_forking_keeps_the_advantage_on_the_highest_entropy_tokens_only(tmp_path, monkeypatch):
+    """--forking 0.25: the policy gradient reaches only the quarter of the batch's tokens where the
+    policy's entropy is highest; each keeps its sequence's advantage."""
+    texts = ["\n65-18=47 [47 37]\n47-37=10 yes\n</think>\n<answer>(65-18)-37</answer>",  # right: reward 1
+             "\n65+18=83 [83 37]\n83-37=46 no\n</think>\n<answer>(65+18)-37</answer>"]  # wrong: 0.1
+    tok, ids, _, adv = advantages_seen(tmp_path, monkeypatch, texts, "--forking", "0.25")
+    model = Transformer.from_pretrained(tmp_path / "init")
+    prompt = train_rl.encode_ids(tok, countdown.TEMPLATES["compact"](TASK))
+    ent = []
+    with torch.no_grad():
+        for c in ids:  # each row alone, no padding
+            idx, valid, P = train_rl.sequences([prompt], [c])
+            ent.append(train_rl.completion_logp(model, idx, valid, P, True)[1][0])
+    cut = torch.quantile(torch.cat(ent), 0.75)
+    base = 0.45 / (0.9 / 2**0.5 + 1e-6)  # (1 - 0.55) / std([1, 0.1])
+    kept = 0
+    for row, sign in ((0, 1), (1, -1)):
+        want = torch.where(ent[row] >= cut, sign * base, 0.0)
+        clear = (ent[row] - cut).abs() > 1e-5  # a token on the cut may fall either way with padding's rounding
+        assert torch.allclose(adv[row, : len(ids[row])][clear], want[clear], atol=1e-5)
+        kept += int((adv[row] != 0).sum())
+    assert abs(kept - 0.25 * sum(map(len, ids))) <= 1
