@@ -43,6 +43,10 @@ Design notes:
    a policy-improvement step for the greedy policy (if the flip wins, greedy should take it). It
    replaces the sampled groups; the loss is policy_loss's token-mean over the flipped positions,
    with the KL on the same positions. A probe; off by default.
+10. --forking F keeps the advantage only on the fraction F of the batch's tokens where the policy's
+   entropy is highest (Wang et al. 2025, "Beyond the 80/20 rule": RLVR's gains come from these
+   forking tokens); the other tokens keep their KL term. It costs one more no-grad forward of the
+   policy, for the entropies. A probe; off by default.
 """
 
 import argparse
