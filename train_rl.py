@@ -295,7 +295,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         idx, valid = idx.to(args.device), valid.to(args.device)
         mask = valid[:, P:]
         a = adv[rows].to(args.device)
-        if args.line_credit or args.line_reward or args.forking:  # per-token advantages: the sequence's, -/+ the line credit
+        if args.line_credit or args.line_reward or args.forking:  # per-token advantages: the sequence's, -/+ line credits
             a = a[:, None].repeat(1, mask.shape[1])
             for r, i in enumerate(rows):
                 if args.line_credit:
