@@ -172,14 +172,19 @@ def sequences(prompts, completions, pad_id=0):
     return idx, valid, P
 
 
+def completion_logits(model, idx, valid, P, temperature=1.0):
+    """The logits (B, L, vocab) that predict each completion token, in fp32: the lm_head runs on the
+    completion positions only."""
+    h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
+    return model.lm_head(h).float() / temperature
+
+
 def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
     """log p(completion token | everything before it): (B, L), and the entropy per position if asked.
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
     describe the distribution the rollouts came from (as verl does)."""
-    h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
-    logits = model.lm_head(h).float() / temperature  # only the completion positions
-    logp_all = torch.log_softmax(logits, -1)
+    logp_all = torch.log_softmax(completion_logits(model, idx, valid, P, temperature), -1)
     logp = logp_all.gather(-1, idx[:, P:, None]).squeeze(-1)  # (B, L)
     if not with_entropy:
         return logp, None
@@ -295,7 +300,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         idx, valid = idx.to(args.device), valid.to(args.device)
         mask = valid[:, P:]
         a = adv[rows].to(args.device)
-        if args.line_credit or args.line_reward or args.forking:  # per-token advantages: the sequence's, -/+ line credits
+        if args.line_credit or args.line_reward:  # per-token advantages: the sequence's, -/+ the line credit
             a = a[:, None].repeat(1, mask.shape[1])
             for r, i in enumerate(rows):
                 if args.line_credit:
@@ -307,7 +312,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         if args.forking:  # only the forking tokens (the batch's top fraction by the policy's entropy) keep an advantage
             with torch.no_grad(), autocast:
                 ent = torch.cat([completion_logp(model, idx[s], valid[s], P, True, args.temperature)[1] for s in chunks])
-            a = torch.where(ent >= torch.quantile(ent[mask].float(), 1 - args.forking), a, torch.zeros_like(a))
+            cut = torch.quantile(ent[mask].float(), 1 - args.forking)
+            a = torch.where(ent >= cut, a.reshape(len(rows), -1), 0.0)  # [B] or [B, T] advantages -> [B, T]
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)
         if ref is not None:
             with torch.no_grad(), autocast:
@@ -348,14 +354,14 @@ def branch_step(model, ref, opt, tok, tasks, args, step, autocast):
     with torch.no_grad(), autocast:
         greedy = generate(model, prompts, args.max_new_tokens, temperature=0.0, stop_ids=stops)
         idx, valid, P = sequences(prompts, greedy)
-        h = model(idx.to(args.device)[:, :-1], valid=valid.to(args.device)[:, :-1], return_hidden=True)[:, P - 1 :]
-        top = model.lm_head(h).float().topk(2, -1)  # (B, L, 2): argmax and runner-up
+        top = completion_logits(model, idx.to(args.device), valid.to(args.device), P).topk(2, -1)  # argmax, runner-up
+        alts = top.indices[..., 1]
+        gaps = (top.values[..., 0] - top.values[..., 1]).masked_fill(  # a stop token is never a flip
+            torch.isin(alts, torch.tensor(stops, dtype=torch.long, device=alts.device)), math.inf)
         branches = []  # (row, position, runner-up token)
         for b, c in enumerate(greedy):
-            gap = top.values[b, : len(c), 0] - top.values[b, : len(c), 1]
-            alts = top.indices[b, : len(c), 1].tolist()
-            gap[torch.tensor([a in stops for a in alts], dtype=torch.bool, device=gap.device)] = math.inf
-            branches += [(b, t, alts[t]) for t in gap.argsort()[:K].tolist() if gap[t] < math.inf]
+            gap = gaps[b, : len(c)]
+            branches += [(b, t, alts[b, t].item()) for t in gap.argsort()[:K].tolist() if gap[t] < math.inf]
         tails = generate(model, [prompts[b] + greedy[b][:t] + [a] for b, t, a in branches], args.max_new_tokens,
                          temperature=0.0, stop_ids=stops)
     t_gen = time.time() - t0
