@@ -42,6 +42,7 @@ import re
 import statistics
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 HELDOUT_MAX = 1000  # held-out sets are prefixes of a fixed list this long
 HELDOUT_SEED = {("sos", 3): 7_301, ("sos", 4): 7_401, ("any", 3): 8_301, ("any", 4): 8_401}
@@ -59,6 +60,26 @@ class Task:
     target: int
 
 
+class Move(NamedTuple):
+    """One way to combine two values: a op b = value, larger operand first; x_first says whether a
+    is the first of the two values the caller passed."""
+    a: object
+    op: str
+    b: object
+    value: object
+    x_first: bool
+
+
+class Child(NamedTuple):
+    """A search state one move away: the move written as a op b, then the remaining values (the new
+    one first) and the expression behind each."""
+    a: object
+    op: str
+    b: object
+    vals: list
+    exprs: list
+
+
 def canonical(task):
     """The split key: (sorted numbers, target)."""
     return tuple(sorted(task.numbers)), task.target
@@ -67,21 +88,21 @@ def canonical(task):
 # ----------------------------------------------------------------------------- exact arithmetic
 
 def _moves(x, y, rules):
-    """All allowed (a, op, b, value, x_first) combining x and y; the larger operand goes first."""
+    """Every allowed Move combining x and y; the larger operand goes first."""
     sw = x < y
     a, b = (y, x) if sw else (x, y)
-    out = [(a, "+", b, a + b, not sw), (a, "*", b, a * b, not sw)]
+    out = [Move(a, "+", b, a + b, not sw), Move(a, "*", b, a * b, not sw)]
     if rules == "sos":  # positive integers only: a-b when a > b, a/b when exact
         if a > b:
-            out.append((a, "-", b, a - b, not sw))
-        return out + ([(a, "/", b, a // b, not sw)] if a % b == 0 else [])
-    out += [(a, "-", b, a - b, not sw)] + ([(b, "-", a, b - a, sw)] if a != b else [])
+            out.append(Move(a, "-", b, a - b, not sw))
+        return out + ([Move(a, "/", b, a // b, not sw)] if a % b == 0 else [])
+    out += [Move(a, "-", b, a - b, not sw)] + ([Move(b, "-", a, b - a, sw)] if a != b else [])
     if type(a) is not int or type(b) is not int:  # keep integral values as ints
-        out = [m[:3] + (_norm(m[3]), m[4]) for m in out]
+        out = [m._replace(value=_norm(m.value)) for m in out]
     if b != 0:
-        out.append((a, "/", b, _div(a, b), not sw))
+        out.append(Move(a, "/", b, _div(a, b), not sw))
     if a != 0 and a != b:
-        out.append((b, "/", a, _div(b, a), sw))
+        out.append(Move(b, "/", a, _div(b, a), sw))
     return out
 
 
@@ -176,7 +197,7 @@ def _fmt(v):
 
 
 def _children(vals, exprs, rules):
-    """Each distinct state one move away: (a, op, b, new_vals, new_exprs), the new value first."""
+    """Each distinct state one move away, as a Child."""
     out, seen = [], set()
     for i in range(len(vals)):
         for j in range(i + 1, len(vals)):
@@ -187,7 +208,7 @@ def _children(vals, exprs, rules):
                     seen.add(tuple(sorted(new)))
                     ea, eb = (exprs[i], exprs[j]) if x_first else (exprs[j], exprs[i])
                     e = _wrap(ea) + op + _wrap(eb)
-                    out.append((a, op, b, new, [e] + [exprs[k] for k in rest]))
+                    out.append(Child(a, op, b, new, [e] + [exprs[k] for k in rest]))
     return out
 
 
@@ -210,18 +231,17 @@ def _ordered(vals, exprs, T, rules, rng):
     kids = _children(vals, exprs, rules)
     if rng is not None:
         rng.shuffle(kids)  # the sort is stable: this breaks ties
-    return sorted(kids, key=lambda kid: _score(kid[3][0], T))
+    return sorted(kids, key=lambda kid: _score(kid.vals[0], T))
 
 
 def _step(kid):
     """A move as written: "36+12=48 [48 7]"."""
-    a, op, b, vals, _ = kid
-    return f"{_fmt(a)}{op}{_fmt(b)}={_fmt(vals[0])} [{' '.join(map(_fmt, vals))}]"
+    return f"{_fmt(kid.a)}{kid.op}{_fmt(kid.b)}={_fmt(kid.vals[0])} [{' '.join(map(_fmt, kid.vals))}]"
 
 
 def _leaf(vals, exprs, T, rules):
     """Check a 2-number state with the one operation closest to T. Returns (line, ok, answer)."""
-    a, op, b, v, x_first = min(_moves(*vals, rules), key=lambda m: abs(T - m[3]))  # first of ties
+    a, op, b, v, x_first = min(_moves(*vals, rules), key=lambda m: abs(T - m.value))  # first of ties
     ea, eb = exprs if x_first else exprs[::-1]
     line = f"{_fmt(a)}{op}{_fmt(b)}={_fmt(v)} " + ("yes" if v == T else "no")
     return line, v == T, _wrap(ea) + op + _wrap(eb)
@@ -246,7 +266,7 @@ def search_trace(task, rng, max_chars=None, max_dead=3, p_wait=0.5):
     memo = {}
 
     def solvable(kid):
-        key = tuple(sorted(kid[3]))
+        key = tuple(sorted(kid.vals))
         if key not in memo:
             memo[key] = solve(key, T, rules) is not None
         return memo[key]
@@ -256,10 +276,10 @@ def search_trace(task, rng, max_chars=None, max_dead=3, p_wait=0.5):
 
     def dead(kid):  # the lines that show a dead child failing
         out = [line(_step(kid))]
-        if len(kid[3]) == 2:
-            return out + [line(_leaf(kid[3], kid[4], T, rules)[0], True)]
-        for gk in _ordered(kid[3], kid[4], T, rules, rng)[: rng.choice((1, 2)) if rng else 1]:
-            out += [line(_step(gk)), line(_leaf(gk[3], gk[4], T, rules)[0], True)]
+        if len(kid.vals) == 2:
+            return out + [line(_leaf(kid.vals, kid.exprs, T, rules)[0], True)]
+        for gk in _ordered(kid.vals, kid.exprs, T, rules, rng)[: rng.choice((1, 2)) if rng else 1]:
+            out += [line(_step(gk)), line(_leaf(gk.vals, gk.exprs, T, rules)[0], True)]
         return out
 
     levels, vals, exprs = [], list(task.numbers), [str(x) for x in task.numbers]
@@ -267,7 +287,7 @@ def search_trace(task, rng, max_chars=None, max_dead=3, p_wait=0.5):
         kids = _ordered(vals, exprs, T, rules, rng)
         w = next(i for i, kid in enumerate(kids) if solvable(kid))
         levels.append((kids[:w], [], line(_step(kids[w]))))
-        vals, exprs = kids[w][3], kids[w][4]
+        vals, exprs = kids[w].vals, kids[w].exprs
     text, ok, answer = _leaf(vals, exprs, T, rules)
     assert ok, "the winning path must end in the target"
     last = line(text)
@@ -321,15 +341,15 @@ def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
     def check(kid):  # the step into a 2-number state and its leaf: (within budget, answer or None)
         if not emit(_step(kid), False):
             return False, None
-        text, ok, answer = _leaf(kid[3], kid[4], T, rules)
+        text, ok, answer = _leaf(kid.vals, kid.exprs, T, rules)
         return emit(text, not ok), answer if ok else None
 
     for kid in _ordered(list(task.numbers), [str(x) for x in task.numbers], T, rules, rng):
         grandkids = [kid]
-        if len(kid[3]) == 3:
+        if len(kid.vals) == 3:
             if not emit(_step(kid), False):
                 return None
-            grandkids = _ordered(kid[3], kid[4], T, rules, rng)[:look]
+            grandkids = _ordered(kid.vals, kid.exprs, T, rules, rng)[:look]
         for gk in grandkids:
             fits, answer = check(gk)
             if not fits:
@@ -354,39 +374,21 @@ def _line_value(a, op, b):
 def _checked_lines(response, target):
     """Each line `a op b = c [verdict]` of the thinking, checked by the rule: (match, whether c is
     a op b, whether the verdict holds for c: "yes" for the target, "no" for anything else; None
-    without a verdict). wrong_spans, right_spans and leaf_claims all read lines through this."""
+    without a verdict)."""
     for mt in _TRACE_LINE.finditer(response.split("</think>")[0]):
         a, op, b, c, verdict = mt.groups()
         c = int(c)
         yield mt, _line_value(int(a), op, int(b)) == c, None if verdict is None else (verdict == "yes") == (c == target)
 
 
-def wrong_spans(response, target):
-    """[(kind, start, end)]: each wrong line of the thinking, as the character span of what is wrong
-    in it: the result c of a line `a op b = c` with the wrong c ("slip"), or the "yes" of a line whose
-    c is not the target ("false yes"). A rule can check every line of a search trace; this is what
-    `train_rl.py --line_credit` turns into per-token credit. Total: any text gives a list."""
-    spans = []
+def trace_errors(response, target):
+    """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
+    claim "yes" for a c that is not the target. Total: any text gives a pair."""
+    slips = false_yes = 0
     for mt, result_right, verdict_holds in _checked_lines(response, target):
-        if not result_right:
-            spans.append(("slip", mt.start(4), mt.end(4)))
-        if mt.group(5) == "yes" and not verdict_holds:
-            spans.append(("false yes", mt.start(5), mt.end(5)))
-    return spans
-
-
-def right_spans(response, target, verdicts=True):
-    """[(kind, start, end)]: what a rule finds right in each line of the thinking, the mirror of
-    wrong_spans: the result c of a line `a op b = c` whose c is a op b ("right"), and (if verdicts)
-    the verdict of a leaf line that holds for its own c ("true verdict"). `train_rl.py --line_reward`
-    turns these into per-token credit. Total: any text gives a list."""
-    spans = []
-    for mt, result_right, verdict_holds in _checked_lines(response, target):
-        if result_right:
-            spans.append(("right", mt.start(4), mt.end(4)))
-        if verdicts and verdict_holds:
-            spans.append(("true verdict", mt.start(5), mt.end(5)))
-    return spans
+        slips += not result_right
+        false_yes += mt.group(5) == "yes" and not verdict_holds
+    return slips, false_yes
 
 
 def leaf_claims(response, target):
@@ -401,10 +403,9 @@ def forced_finish(response, target):
     """True when the thinking ends in a line `a op b = target yes` whose arithmetic is wrong: the
     result written is the target, not a op b."""
     think = response.split("</think>")[0].rstrip()
-    last = think[think.rfind("\n") + 1:]
-    mt = _TRACE_LINE.search(last)
-    return bool(mt and mt.group(5) == "yes" and int(mt.group(4)) == target
-                and any(kind == "slip" for kind, _, _ in wrong_spans(last, target)))
+    checked = list(_checked_lines(think[think.rfind("\n") + 1 :], target))
+    return bool(checked) and checked[0][0].group(5) == "yes" and int(checked[0][0].group(4)) == target \
+        and not all(right for _, right, _ in checked)
 
 
 def claims_by_leaf(claims, bins=((1, 1), (2, 2), (3, 3), (4, 6), (7, 10**9))):
@@ -416,13 +417,6 @@ def claims_by_leaf(claims, bins=((1, 1), (2, 2), (3, 3), (4, 6), (7, 10**9))):
         name = f"leaf {lo}" if lo == hi else f"leaves {lo}-{hi}" if hi < 10**9 else f"leaves {lo}+"
         out[name] = (picked.count("yes"), len(picked))
     return out
-
-
-def trace_errors(response, target):
-    """(slips, false_yes): how many lines `a op b = c` of the thinking have the wrong c, and how many
-    claim "yes" for a c that is not the target (`train_rl.py --trace_penalty`, `failure_kind`)."""
-    kinds = [k for k, _, _ in wrong_spans(response, target)]
-    return kinds.count("slip"), kinds.count("false yes")
 
 
 def failure_kind(task, response):

@@ -156,7 +156,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
         logp: [B, T] log-probs of the sampled tokens under the current policy (requires grad).
         old_logp: [B, T] behaviour-policy log-probs, or None for on-policy (ratio 1, design note 3).
         ref_logp: [B, T] reference log-probs, or None (then beta must be 0).
-        adv: [B] per-sequence advantages, or [B, T] per-token ones (a process credit on top of them).
+        adv: [B] per-sequence advantages.
         mask: [B, T] bool or 0/1, True on tokens that count.
         eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high].
         beta: KL coefficient; kl: "k1" | "k2" | "k3".
@@ -172,7 +172,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     B, T = logp.shape
     for name, x in (("old_logp", old_logp), ("ref_logp", ref_logp), ("mask", mask), ("entropy", entropy)):
         _check(name, x, (B, T))
-    _check("adv", adv, (B,) if adv.dim() == 1 else (B, T))
+    _check("adv", adv, (B,))
     if agg not in AGGS:
         raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
     if kl not in KLS:
@@ -188,7 +188,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     logp = torch.where(m, logp.to(dt), zero)  # padding may hold -inf/NaN: zero it before any math
     old = logp.detach() if old_logp is None else torch.where(m, old_logp.detach().to(dt), zero)
     adv = adv.detach().to(dt)
-    A = adv[:, None] if adv.dim() == 1 else torch.where(m, adv, zero)  # (B, 1) or (B, T)
+    A = adv[:, None]  # (B, 1)
 
     ratio = torch.exp(logp - old)  # (B, T)
     lo, hi = 1.0 - eps_low, 1.0 + eps_high
@@ -213,7 +213,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     with torch.no_grad():
         n = m.sum().clamp(min=1).to(dt)
         r_valid = ratio[m]
-        a_valid = adv[m.any(dim=1)] if adv.dim() == 1 else A[m]  # of sequences / tokens that count
+        a_valid = adv[m.any(dim=1)]  # of the sequences that count
         metrics = {
             "pg_loss": pg_loss.item(),
             "kl_loss": float(kl_loss),

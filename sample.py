@@ -94,13 +94,11 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     out = [[] for _ in range(B)]
     rows = list(range(B))  # original index of each cache row
     live = torch.ones(B, dtype=torch.bool, device=device)  # cache rows still generating
-    slots = [[] for _ in range(B)]  # cache slot of each completion token (for rollback)
-    thinking, queue = [True] * B, [[] for _ in range(B)]
+    force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix) if forcing else None
     for step in range(max_new_tokens):
         nxt = sample_next(logits, temperature, top_k, top_p, gen)
-        if forcing:
-            nxt = budget_force(nxt, rows, live, out, slots, thinking, queue, cache, P + step, think_end,
-                               min_think, max_think, list(wait_ids), list(answer_prefix))
+        if force:
+            nxt = force(nxt, rows, live, out, cache, slot=P + step)
         for r, t, alive in zip(rows, nxt.tolist(), live.tolist()):
             if alive:
                 out[r].append(t)
@@ -118,33 +116,44 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     return out
 
 
-def budget_force(nxt, rows, live, out, slots, thinking, queue, cache, slot, think_end, min_think, max_think,
-                 wait_ids, answer_prefix):
-    """Apply s1 budget forcing to this step's tokens (one per cache row); returns the tokens to feed."""
-    nxt = nxt.tolist()
-    n = len(think_end)
-    for i, r in enumerate(rows):
-        if not live[i]:
-            continue
-        if queue[r]:
-            nxt[i] = queue[r].pop(0)
-        if not thinking[r]:
-            continue
-        seq = out[r] + [nxt[i]]
-        if seq[-n:] == think_end:
-            if len(seq) - n < min_think:  # closed too early: roll back the delimiter, say "Wait" instead
-                for s in slots[r][len(seq) - n :]:
-                    cache.valid[i, s] = False
-                    cache.n_valid[i] -= 1
-                del out[r][len(seq) - n :], slots[r][len(seq) - n :]
-                nxt[i], queue[r] = wait_ids[0], wait_ids[1:]
-            else:
-                thinking[r] = False
-        elif max_think is not None and len(seq) >= max_think and not queue[r]:
-            queue[r] = list(think_end) + answer_prefix  # out of budget: close the thinking, then answer
-            thinking[r] = False
-        slots[r].append(slot)
-    return torch.tensor(nxt, device=cache.valid.device)
+class BudgetForcing:
+    """s1 budget forcing for one generate call (design note 3), with the state it keeps per row:
+    the cache slot of each completion token (to roll a delimiter back), whether the row is still
+    thinking, and the tokens queued to be forced in the next steps."""
+
+    def __init__(self, n_rows, think_end, min_think, max_think, wait_ids, answer_prefix):
+        self.think_end, self.min_think, self.max_think = list(think_end), min_think, max_think
+        self.wait_ids, self.answer_prefix = list(wait_ids), list(answer_prefix)
+        self.slots = [[] for _ in range(n_rows)]
+        self.thinking = [True] * n_rows
+        self.queue = [[] for _ in range(n_rows)]
+
+    def __call__(self, nxt, rows, live, out, cache, slot):
+        """This step's tokens (one per cache row; rows[i] is cache row i's prompt, out its completion
+        so far, slot the cache slot they go to) with forcing applied: returns the tokens to feed."""
+        nxt, n = nxt.tolist(), len(self.think_end)
+        for i, r in enumerate(rows):
+            if not live[i]:
+                continue
+            if self.queue[r]:
+                nxt[i] = self.queue[r].pop(0)
+            if not self.thinking[r]:
+                continue
+            seq = out[r] + [nxt[i]]
+            if seq[-n:] == self.think_end:
+                if len(seq) - n < self.min_think:  # closed too early: roll back the delimiter, say "Wait" instead
+                    for s in self.slots[r][len(seq) - n :]:
+                        cache.valid[i, s] = False
+                        cache.n_valid[i] -= 1
+                    del out[r][len(seq) - n :], self.slots[r][len(seq) - n :]
+                    nxt[i], self.queue[r] = self.wait_ids[0], self.wait_ids[1:]
+                else:
+                    self.thinking[r] = False
+            elif self.max_think is not None and len(seq) >= self.max_think and not self.queue[r]:
+                self.queue[r] = self.think_end + self.answer_prefix  # out of budget: close the thinking, answer
+                self.thinking[r] = False
+            self.slots[r].append(slot)
+        return torch.tensor(nxt, device=cache.valid.device)
 
 
 # ------------------------------------------------------------------------------------- Countdown

@@ -25,32 +25,9 @@ Design notes:
    length, reflection words, KL, entropy and clip fraction against steps.
 6. Logits are computed only where they are needed (the completion positions) from the final
    hidden states, so the [tokens, vocab] tensor stays as small as it can be without a kernel.
-7. Three process-reward probes read each line of the trace with a rule (countdown.wrong_spans,
-   countdown.right_spans): --trace_penalty lowers the reward of a response with a wrong line;
-   --line_credit lowers the advantage of just the wrong line's tokens (policy_loss takes [B, T]
-   advantages); --line_reward raises the advantage of the tokens of each right result and true
-   verdict (--line_reward_verdicts 0: results only; --outcome_weight 0 drops the outcome
-   advantages, leaving the process credit alone). All are off by default: docs/rl_probes.md shows
-   none raised greedy accuracy.
-8. --greedy_in_group makes the first of each group's G rollouts the greedy decode (a second
-   generate call at temperature 0), so the group's advantages compare the samples with what greedy
-   evaluation will do, and the greedy sequence itself is trained on. It is off-policy for that one
-   row (its ratio is taken as 1). A probe aimed at the held-out metric, which is greedy; off by default.
-9. --branch K trains the greedy decode directly (branch_step): decode each prompt greedily, take
-   its K least certain tokens (smallest logit gap between the argmax and the runner-up), put the
-   runner-up there and decode greedily from it. Where that one flip changes the reward, the flip's
-   token is pushed up and the greedy token down, at that position only, by the reward difference:
-   a policy-improvement step for the greedy policy (if the flip wins, greedy should take it). It
-   replaces the sampled groups; the loss is policy_loss's token-mean over the flipped positions,
-   with the KL on the same positions. A probe; off by default.
-10. --forking F keeps the advantage only on the fraction F of the batch's tokens where the policy's
-   entropy is highest (Wang et al. 2025, "Beyond the 80/20 rule": RLVR's gains come from these
-   forking tokens); the other tokens keep their KL term. It costs one more no-grad forward of the
-   policy, for the entropies. A probe; off by default.
 """
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -109,22 +86,6 @@ def get_args(argv=None):
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
     ap.add_argument("--format_score", type=float, default=0.1, help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
-    ap.add_argument("--trace_penalty", type=float, default=0.0,
-                    help="subtract this from the reward of a response whose thinking has a wrong line (a process check)")
-    ap.add_argument("--line_credit", type=float, default=0.0,
-                    help="subtract this from the advantage of the tokens of each wrong line (a per-token process credit)")
-    ap.add_argument("--line_reward", type=float, default=0.0,
-                    help="add this to the advantage of the tokens of each right result and true verdict (positive process credit)")
-    ap.add_argument("--line_reward_verdicts", type=int, default=1, choices=[0, 1],
-                    help="0: --line_reward credits right results only, not the verdicts that hold")
-    ap.add_argument("--outcome_weight", type=float, default=1.0,
-                    help="factor on the outcome (group) advantages; 0 leaves only the process credit")
-    ap.add_argument("--greedy_in_group", action="store_true",
-                    help="make one of each group's G rollouts the greedy decode (a probe, design note 8)")
-    ap.add_argument("--forking", type=float, default=0.0,
-                    help="policy gradient only on this fraction of the batch's highest-entropy tokens (Wang et al. 2025; 0: all)")
-    ap.add_argument("--branch", type=int, default=0,
-                    help="replace the sampled groups by greedy branching at the K least certain tokens (a probe, design note 9)")
     ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=int, default=1)
     ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
@@ -172,19 +133,14 @@ def sequences(prompts, completions, pad_id=0):
     return idx, valid, P
 
 
-def completion_logits(model, idx, valid, P, temperature=1.0):
-    """The logits (B, L, vocab) that predict each completion token, in fp32: the lm_head runs on the
-    completion positions only."""
-    h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
-    return model.lm_head(h).float() / temperature
-
-
 def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
     """log p(completion token | everything before it): (B, L), and the entropy per position if asked.
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
-    describe the distribution the rollouts came from (as verl does)."""
-    logp_all = torch.log_softmax(completion_logits(model, idx, valid, P, temperature), -1)
+    describe the distribution the rollouts came from (as verl does). The lm_head runs on the
+    completion positions only (design note 6)."""
+    h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
+    logp_all = torch.log_softmax(model.lm_head(h).float() / temperature, -1)  # (B, L, vocab)
     logp = logp_all.gather(-1, idx[:, P:, None]).squeeze(-1)  # (B, L)
     if not with_entropy:
         return logp, None
@@ -226,99 +182,51 @@ def plot(metrics_path, out_png):
     plt.close(fig)
 
 
-def line_credit_tokens(tok, completions, texts, spans):
-    """For each completion, the positions of the tokens that overlap its wrong spans
-    (countdown.wrong_spans: a wrong result, a "yes" for a value that is not the target). The positions
-    come from each token's decoded length; a completion whose tokens do not decode piece by piece to
-    its text (a byte-level BPE splitting a character) gets none."""
-    out = []
-    for ids, text, sp in zip(completions, texts, spans):
-        pieces = tok.decode_batch([[i] for i in ids], skip_special_tokens=False) if sp else []
-        ends = list(itertools.accumulate(map(len, pieces)))
-        if not sp or not ends or ends[-1] != len(text):
-            out.append([])
-            continue
-        starts = [0] + ends[:-1]
-        out.append([k for k, (s0, e0) in enumerate(zip(starts, ends)) if any(s0 < e and s < e0 for _, s, e in sp)])
-    return out
-
-
 def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
-    """One GRPO step on these prompts: rollouts, rewards, advantages, update(s). Returns its metrics."""
+    """One GRPO step on these prompts: rollouts, rewards, advantages, log-probs, update(s), metrics."""
     t0 = time.time()
     G, template = args.group_size, countdown.TEMPLATES[args.template]
     # 1) rollouts: G samples per prompt, no grad, KV cache
     prompts = [encode_ids(tok, template(t)) for t in tasks for _ in range(G)]
     model.eval()
     with autocast:
-        sampled = [p for i, p in enumerate(prompts) if not (args.greedy_in_group and i % G == 0)]
-        completions = generate(model, sampled, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        completions = generate(model, prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                                stop_ids=stop_ids_for(tok), seed=args.seed * 1_000_003 + step)
-        if args.greedy_in_group:  # the first rollout of each group is the greedy one
-            greedy = generate(model, prompts[::G], args.max_new_tokens, temperature=0.0, stop_ids=stop_ids_for(tok))
-            it = iter(completions)
-            completions = [greedy[i // G] if i % G == 0 else next(it) for i in range(len(prompts))]
     t_gen = time.time() - t0
     # 2) rewards (shaped) and pure accuracy, kept apart
     texts = [tok.decode(c, skip_special_tokens=False) for c in completions]
     flat = [t for t in tasks for _ in range(G)]
     rewards = [countdown_reward(x, list(t.numbers), t.target, format_score=args.format_score) for x, t in zip(texts, flat)]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
-    spans = [countdown.wrong_spans(x, t.target) for x, t in zip(texts, flat)]  # the lines a rule finds wrong
-    kinds = [{kind for kind, _, _ in s} for s in spans]
-    if args.trace_penalty:
-        rewards = [r - args.trace_penalty * bool(s) for r, s in zip(rewards, spans)]
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
     rewards = torch.tensor(rewards)
-    adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight) * args.outcome_weight
-    signal = group_has_signal(rewards, G)  # (n_prompts,) False where all G rewards are equal
+    # 3) advantages; groups whose G rewards are all equal carry no signal and are dropped (design note 2)
+    adv = group_advantages(rewards, G, mode=args.adv, neg_weight=args.neg_weight)
+    signal = group_has_signal(rewards, G)  # (n_prompts,)
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
-    if args.line_credit:  # a wrong line carries signal even where the group has none
-        wrong = line_credit_tokens(tok, completions, texts, spans)
-        keep |= torch.tensor([bool(w) for w in wrong])
-    if args.line_reward:  # so does a right one
-        right = line_credit_tokens(tok, completions, texts, [countdown.right_spans(x, t.target, args.line_reward_verdicts)
-                                                             for x, t in zip(texts, flat)])
-        keep |= torch.tensor([bool(w) for w in right])
     rows = keep.nonzero().squeeze(1).tolist()
     rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),
            "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
            "length": sum(map(len, completions)) / len(completions),
            "reflection": sum(reflection_count(x) for x in texts) / len(texts),
-           "slips": sum("slip" in k for k in kinds) / len(kinds),
-           "false_yes": sum("false yes" in k for k in kinds) / len(kinds),
            "groups_with_signal": signal.float().mean().item(),
            "reward_std": rewards.view(-1, G).std(1).mean().item()}  # within-group spread: what GRPO learns from
-    if args.greedy_in_group:
-        rec["greedy_accuracy"] = sum(correct[::G]) / len(tasks)
-    # 3) policy update on the groups that carry signal
     model.train()
     stats = []
     if rows:
         idx, valid, P = sequences([prompts[i] for i in rows], [completions[i] for i in rows])
         idx, valid = idx.to(args.device), valid.to(args.device)
-        mask = valid[:, P:]
-        a = adv[rows].to(args.device)
-        if args.line_credit or args.line_reward:  # per-token advantages: the sequence's, -/+ the line credit
-            a = a[:, None].repeat(1, mask.shape[1])
-            for r, i in enumerate(rows):
-                if args.line_credit:
-                    a[r, wrong[i]] -= args.line_credit
-                if args.line_reward:
-                    a[r, right[i]] += args.line_reward
-        n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()
+        mask, a = valid[:, P:], adv[rows].to(args.device)
+        n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()  # global normalisers (design note 3)
         chunks = [slice(i, i + args.micro_batch) for i in range(0, len(rows), args.micro_batch)]
-        if args.forking:  # only the forking tokens (the batch's top fraction by the policy's entropy) keep an advantage
-            with torch.no_grad(), autocast:
-                ent = torch.cat([completion_logp(model, idx[s], valid[s], P, True, args.temperature)[1] for s in chunks])
-            cut = torch.quantile(ent[mask].float(), 1 - args.forking)
-            a = torch.where(ent >= cut, a.reshape(len(rows), -1), 0.0)  # [B] or [B, T] advantages -> [B, T]
+        # 4) log-probs: the frozen reference's now; the behaviour policy's are the first epoch's (design note 1)
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)
         if ref is not None:
             with torch.no_grad(), autocast:
                 for j, s in enumerate(chunks):
                     ref_logp[j] = completion_logp(ref, idx[s], valid[s], P, temperature=args.temperature)[0]
+        # 5) ppo_epochs x (micro-batches of gradients, one optimizer step)
         for epoch in range(args.ppo_epochs):
             for j, s in enumerate(chunks):
                 with autocast:
@@ -326,7 +234,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mask[s], eps_low=args.eps_low,
                                       eps_high=args.eps_high, beta=args.beta, kl=args.kl, agg=args.agg,
                                       max_len=args.max_new_tokens, entropy=ent, n_tokens=n_tokens, n_seqs=n_seqs)
-                if epoch == 0 and args.ppo_epochs > 1:  # the first epoch is on-policy: its log-probs are old_logp
+                if epoch == 0 and args.ppo_epochs > 1:
                     old_logp[j] = logp.detach()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at step {step}; stopping without saving")
@@ -335,80 +243,13 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
             rec["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad).item()
             opt.step()
             opt.zero_grad(set_to_none=True)
-    n = sum(w for w, _ in stats)  # token-weighted means of the per-micro-batch metrics
+    # 6) metrics: token-weighted means over the micro-batches
+    n = sum(w for w, _ in stats)
     for key in ("kl", "entropy", "clip_frac_low", "clip_frac_high"):
-        if n and key in stats[0][1]:
+        if n:
             rec[key] = sum(w * m[key] for w, m in stats) / n
     if "clip_frac_low" in rec:
         rec["clip_frac"] = rec["clip_frac_low"] + rec["clip_frac_high"]
-    rec.update(time=time.time() - t0, time_gen=t_gen)
-    return rec
-
-
-def branch_step(model, ref, opt, tok, tasks, args, step, autocast):
-    """One --branch step (design note 9): greedy decodes, one-token flips at the least certain
-    positions, greedy continuations, and a push toward whichever of the two tokens earned more."""
-    t0, K, stops = time.time(), args.branch, stop_ids_for(tok)
-    prompts = [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in tasks]
-    model.eval()
-    with torch.no_grad(), autocast:
-        greedy = generate(model, prompts, args.max_new_tokens, temperature=0.0, stop_ids=stops)
-        idx, valid, P = sequences(prompts, greedy)
-        top = completion_logits(model, idx.to(args.device), valid.to(args.device), P).topk(2, -1)  # argmax, runner-up
-        alts = top.indices[..., 1]
-        gaps = (top.values[..., 0] - top.values[..., 1]).masked_fill(  # a stop token is never a flip
-            torch.isin(alts, torch.tensor(stops, dtype=torch.long, device=alts.device)), math.inf)
-        branches = []  # (row, position, runner-up token)
-        for b, c in enumerate(greedy):
-            gap = gaps[b, : len(c)]
-            branches += [(b, t, alts[b, t].item()) for t in gap.argsort()[:K].tolist() if gap[t] < math.inf]
-        tails = generate(model, [prompts[b] + greedy[b][:t] + [a] for b, t, a in branches], args.max_new_tokens,
-                         temperature=0.0, stop_ids=stops)
-    t_gen = time.time() - t0
-
-    def reward(task, ids):
-        return countdown_reward(tok.decode(ids[: args.max_new_tokens], skip_special_tokens=False), list(task.numbers),
-                                task.target, format_score=args.format_score)
-
-    r_greedy = [reward(task, c) for task, c in zip(tasks, greedy)]
-    diff = [reward(tasks[b], greedy[b][:t] + [a] + tail) - r_greedy[b] for (b, t, a), tail in zip(branches, tails)]
-    texts = [tok.decode(c, skip_special_tokens=False) for c in greedy]
-    rec = {"step": step, "reward": sum(r_greedy) / len(tasks),
-           "accuracy": sum(countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, tasks)) / len(tasks),
-           "length": sum(map(len, greedy)) / len(greedy),
-           "reflection": sum(reflection_count(x) for x in texts) / len(texts),
-           "branch_fix": sum(d > 0 for d in diff) / len(tasks), "branch_break": sum(d < 0 for d in diff) / len(tasks)}
-    rec["greedy_accuracy"] = rec["accuracy"]
-    # rows: the greedy decodes, then each flip that changed the reward, cut just after its flipped token
-    signal = [(br, d) for br, d in zip(branches, diff) if d != 0]
-    model.train()
-    if signal:
-        used = sorted({b for (b, _, _), _ in signal})  # greedy decodes with at least one such flip
-        row = {b: i for i, b in enumerate(used)}
-        rows_p = [prompts[b] for b in used] + [prompts[b] for (b, _, _), _ in signal]
-        rows_c = [greedy[b] for b in used] + [greedy[b][:t] + [a] for (b, t, a), _ in signal]
-        idx, valid, P = sequences(rows_p, rows_c)
-        adv = torch.zeros(idx.shape[0], idx.shape[1] - P)
-        mask = torch.zeros_like(adv, dtype=torch.bool)
-        for r, ((b, t, _), d) in enumerate(signal, start=len(used)):
-            adv[r, t], adv[row[b], t] = d, -d
-            mask[r, t] = mask[row[b], t] = True
-        idx, valid, adv, mask = idx.to(args.device), valid.to(args.device), adv.to(args.device), mask.to(args.device)
-        with autocast:
-            logp, ent = completion_logp(model, idx, valid, P, True)
-            ref_logp = None
-            if ref is not None:
-                with torch.no_grad():
-                    ref_logp = completion_logp(ref, idx, valid, P)[0]
-        loss, m = policy_loss(logp, None, ref_logp, adv, mask, beta=args.beta, kl=args.kl, agg="token-mean",
-                              entropy=ent)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}; stopping without saving")
-        loss.backward()
-        rec["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad).item()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        rec.update(kl=m["kl"], entropy=m["entropy"])
     rec.update(time=time.time() - t0, time_gen=t_gen)
     return rec
 
@@ -474,8 +315,8 @@ def main(argv=None):
     while step < args.steps:
         for group in opt.param_groups:  # linear warmup, then constant
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
-        rec = (branch_step if args.branch else grpo_step)(
-            model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step, autocast)
+        rec = grpo_step(model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step,
+                        autocast)
         step += 1
         log(rec)
         bar.update(1)

@@ -433,28 +433,3 @@ def test_claims_by_leaf_and_yes_by_leaf_count_by_place():
     search = countdown.yes_by_leaf([search_trace(t, rng) for t in heldout_tasks(3, 300)])
     dfs = countdown.yes_by_leaf([x for x in (dfs_trace(t, rng) for t in heldout_tasks(3, 300)) if x])
     assert search[3][0] / search[3][1] > 0.95 and dfs[3][0] / dfs[3][1] < 0.8
-
-
-def test_right_spans_mirror_wrong_spans():
-    """Every checked result is right or a slip; every verdict is true or a false yes / false no."""
-    r = "\n65-37=27 [27 18]\n27-18=9 no\n65+18=83 [83 37]\n83-37=46 yes\n65-18=47 [47 37]\n47-37=10 no\n</think>"
-    got = [(k, r[s:e]) for k, s, e in countdown.right_spans(r, TASK.target)]
-    assert got == [("right", "9"), ("true verdict", "no"), ("right", "83"), ("right", "46"), ("right", "47"), ("right", "10")]
-    assert countdown.right_spans("28-18=10 yes", 10) == [("right", 11 - 5, 11 - 3), ("true verdict", 9, 12)]
-    assert [(k, r[s:e]) for k, s, e in countdown.right_spans(r, TASK.target, verdicts=False)] == [
-        x for x in got if x[0] == "right"]
-    # division by zero is never a right result (its "no" still holds for its own 1); nothing after </think>
-    assert countdown.right_spans("7/0=1 no 1e999 </think> 3+4=7", 7) == [("true verdict", 6, 8)]
-    rng = random.Random(1)  # a teacher's trace is right everywhere: a result and a verdict per leaf
-    for t in heldout_tasks(3, 50):
-        tr = search_trace(t, rng)
-        assert countdown.wrong_spans(tr, t.target) == []
-        assert sum(k == "true verdict" for k, _, _ in countdown.right_spans(tr, t.target)) == len(countdown.leaf_claims(tr, t.target))
-
-
-def test_wrong_spans_point_at_the_wrong_characters():
-    r = "\n65-37=27 [27 18]\n27-18=9 no\n65+18=83 [83 37]\n83-37=46 yes\n</think>\n<answer>x</answer>"
-    spans = countdown.wrong_spans(r, TASK.target)
-    assert [(k, r[s:e]) for k, s, e in spans] == [("slip", "27"), ("false yes", "yes")]
-    assert r[: spans[0][1]] == "\n65-37=" and r[spans[1][1] - 3 : spans[1][1]] == "46 "
-    assert countdown.wrong_spans("28-18=10 yes", 10) == []

@@ -22,20 +22,28 @@ def commands(text):
 
 
 def probe_flags(text):
-    """The flags in table cells that hold nothing else (docs/rl_probes.md: added to train_rl.py)."""
-    for cell in re.findall(r"\| `(--[^`|]*)` \|", text):
-        yield shlex.split(cell)
+    """(flags, commit) for each table cell that holds only flags (docs/rl_probes.md: added to
+    train_rl.py); commit is None for flags of the current code, else the commit they ran at."""
+    for flags, commit in re.findall(r"\| `(--[^`|]*)`(?: at `([0-9a-f]{7,40})`)? \|", text):
+        yield shlex.split(flags), commit or None
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_documented_commands_parse(doc):
+    """Commands and probe flags of the current code parse; a probe whose code has left the scripts
+    names the commit it ran at, and today's parser rejects it (so no row claims a commit it does
+    not need)."""
     text = doc.read_text()
     found = 0
     for script, argv in commands(text):
         PARSERS[script](argv)  # argparse exits (SystemExit) on an unknown flag or a bad value
         found += 1
-    for flags in probe_flags(text):
-        train_rl.get_args(["--pass_k_tasks", "0", *flags])
+    for flags, commit in probe_flags(text):
+        if commit is None:
+            train_rl.get_args(["--pass_k_tasks", "0", *flags])
+        else:
+            with pytest.raises(SystemExit):
+                train_rl.get_args(["--pass_k_tasks", "0", *flags])
         found += 1
     assert found > 0
 
@@ -44,3 +52,12 @@ def test_a_bad_flag_is_caught():
     with pytest.raises(SystemExit):
         train_rl.get_args(["--no_such_flag"])
     assert list(commands("run `python3 train_rl.py --steps 3 && python3 x.py`")) == [("train_rl.py", ["--steps", "3"])]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """The README's second command is what CI runs, so it works alone on a fresh machine."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    lines = [x for x in block.splitlines() if x and not x.startswith("#")]
+    assert len(lines) == 2 and "pip install" in lines[0] and "pip install" in lines[1]
+    assert lines[1].endswith("python3 -m pytest -q tests")
+    assert lines[1] in (ROOT / ".ci" / "run").read_text().splitlines()

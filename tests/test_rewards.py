@@ -467,9 +467,12 @@ def _best_of_3(fn, text):
 
 
 @pytest.mark.parametrize("name", list(_PATHOLOGICAL))
-def test_pathological_input_is_handled_in_under_50ms_per_call(name):
+def test_pathological_input_never_hangs(name):
+    """Every call returns within 2 s (best of 3). Quiet, each takes under 50 ms; the bound is 40x
+    that, so a loaded machine cannot fail it, while a hang or anything quadratic in the input (a
+    regex that backtracks over 1 MB, a parse that rescans it) still does."""
     text = _PATHOLOGICAL[name]
-    slow = {f: round(1000 * s, 1) for f, fn in _CALLS.items() if (s := _best_of_3(fn, text)) > 0.05}
+    slow = {f: round(1000 * s, 1) for f, fn in _CALLS.items() if (s := _best_of_3(fn, text)) > 2.0}
     assert not slow, f"{name}: ms per call {slow}"
 
 
