@@ -50,6 +50,9 @@ NUMBER_RANGE = (1, 99)
 TARGET_RANGE = {"sos": (10, 100), "any": (1, 1000)}
 MAX_CHARS = {3: 150, 4: 400}  # search_trace's budget per number of inputs (tokens ~ 0.7 chars here)
 DFS_CHARS = {3: 360, 4: 540}  # dfs_trace: all but ~1 in 1000 3-number tasks fit; 540 chars ~ 380 tokens
+GUESS_CHARS = {3: 360, 4: 540}  # guess_trace: the thinking's budget, as dfs_trace's
+GUESS_MAX_VALUE = 1000  # guess_trace: attempts keep every intermediate below this
+GUESS_P_STOP = 1 / 3  # guess_trace: the chance of stopping after any attempt (3 attempts on average)
 _HELDOUT = {}  # (rules, n_numbers) -> the HELDOUT_MAX held-out tasks, built on first use
 
 
@@ -360,6 +363,50 @@ def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
     return None
 
 
+def attempts(task, rules="sos", max_value=GUESS_MAX_VALUE):
+    """Every attempt at a task: each distinct path of moves down to a 2-number state (intermediate
+    values below max_value), then that state's leaf check. Returns [(lines, hit, answer)]."""
+    T, out = task.target, []
+
+    def walk(vals, exprs, lines):
+        if len(vals) == 2:
+            text, ok, answer = _leaf(vals, exprs, T, rules)
+            out.append((lines + [text], ok, answer))
+            return
+        for kid in _children(vals, exprs, rules):
+            if all(type(v) is int and 0 < v < max_value for v in kid.vals):
+                walk(kid.vals, kid.exprs, lines + [_step(kid)])
+
+    walk(list(task.numbers), [str(x) for x in task.numbers], [])
+    return out
+
+
+def guess_trace(task, rng, p_stop=GUESS_P_STOP, p_wait=0.3, max_chars=None, rules="sos"):
+    """A document for R1-Zero's base (stage 0): random attempts, each checked, and a random stop.
+
+    The attempts are distinct and in uniformly random order (the target plays no part in which one
+    comes next); every line is right and every check is true. After each attempt the document stops
+    with probability p_stop, whatever the verdict, and answers with its last attempt; a new attempt
+    opens with "Wait, " with probability p_wait, whatever the verdict. So it holds the ingredients of
+    a search (attempts, arithmetic, checks) and none of the skill: it goes on after a "yes" and
+    stops after a "no" as often as the other way round (design note 9). max_chars caps the thinking.
+    """
+    max_chars = max_chars or GUESS_CHARS.get(len(task.numbers), 540)
+    pool = attempts(task, rules)
+    rng.shuffle(pool)
+    lines, answer = [], None
+    for k, (att, _, ans) in enumerate(pool):
+        new = list(att)
+        if k and rng.random() < p_wait:
+            new[0] = "Wait, " + new[0]
+        if lines and len("\n".join(lines + new)) > max_chars:
+            break
+        lines, answer = lines + new, ans
+        if rng.random() < p_stop:
+            break
+    return "\n" + "\n".join(lines) + "\n</think>\n<answer>" + answer + "</answer>"
+
+
 # ----------------------------------------------------------------------------- reading traces
 
 _TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))?")  # bounded: int() stays cheap
@@ -416,6 +463,32 @@ def claims_by_leaf(claims, bins=((1, 1), (2, 2), (3, 3), (4, 6), (7, 10**9))):
         picked = [c for cl in claims for i, c in enumerate(cl, 1) if lo <= i <= hi and c.endswith("yes")]
         name = f"leaf {lo}" if lo == hi else f"leaves {lo}-{hi}" if hi < 10**9 else f"leaves {lo}+"
         out[name] = (picked.count("yes"), len(picked))
+    return out
+
+
+def search_behaviour(response, target):
+    """What the search in a response did, as counts: its arithmetic lines and the slips among them,
+    its checks (leaf lines) and their verdicts as written ("yes" / "no"), the false "yes"s (said of a
+    value that is not the target), and what followed each check: the thinking closing right after
+    it (a stop) or another line (going on). A check at the end of thinking that never closed is
+    neither. R1-Zero's "aha" in numbers: P(stop | yes) and P(go on | no) rising from the base's
+    indifference toward 1."""
+    think, closed = response.split("</think>")[0], "</think>" in response
+    checked = list(_checked_lines(think, target))
+    out = dict(lines=len(checked), slips=0, checks=0, yes=0, no=0, false_yes=0, stop_yes=0, stop_no=0,
+               go_yes=0, go_no=0)
+    for i, (mt, result_right, holds) in enumerate(checked):
+        out["slips"] += not result_right
+        if holds is None:
+            continue
+        verdict, last = mt.group(5), i == len(checked) - 1
+        out["checks"] += 1
+        out[verdict] += 1
+        out["false_yes"] += verdict == "yes" and not holds
+        if not last:
+            out["go_" + verdict] += 1
+        elif closed and not think[mt.end() :].strip():
+            out["stop_" + verdict] += 1
     return out
 
 
@@ -507,7 +580,8 @@ def prompt_chat(task):
 TEMPLATES = {"compact": prompt_compact, "base": prompt_base, "chat": prompt_chat}
 
 
-TRACES = {"search": search_trace, "optimal": lambda task, rng: optimal_trace(task), "dfs": dfs_trace}
+TRACES = {"search": search_trace, "optimal": lambda task, rng: optimal_trace(task), "dfs": dfs_trace,
+          "guess": guess_trace}
 
 
 def write_sft_jsonl(path, tasks, rng, kind="search", template="compact"):

@@ -46,7 +46,7 @@ def get_args(argv=None):
     ap.add_argument("--out", default="out/sft", help="output directory (checkpoint in OUT/ckpt)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
     # cold start data
-    ap.add_argument("--traces", default="search", choices=["search", "optimal", "dfs"],
+    ap.add_argument("--traces", default="search", choices=["search", "optimal", "dfs", "guess"],
                     help="teacher traces (countdown.py: search_trace, optimal_trace, dfs_trace)")
     ap.add_argument("--n_train", type=int, default=100_000, help="Countdown training tasks")
     ap.add_argument("--vocab", type=int, default=128, help="tokenizer vocabulary for the cold start")
