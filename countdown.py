@@ -492,6 +492,21 @@ def search_behaviour(response, target):
     return out
 
 
+def behaviour_rates(tasks, texts):
+    """search_behaviour over many responses (texts[i] answers tasks[i]): per response, the checks,
+    slips and false "yes"s; the share of arithmetic lines that are wrong; and P(stop | yes), P(go on
+    | no) over the checks after which the response decided (stopped or went on)."""
+    tot = {}
+    for task, text in zip(tasks, texts):
+        for key, v in search_behaviour(text, task.target).items():
+            tot[key] = tot.get(key, 0) + v
+    n, get = max(1, len(texts)), lambda key: tot.get(key, 0)
+    return {"checks": get("checks") / n, "slips": get("slips") / n, "false_yes": get("false_yes") / n,
+            "wrong_lines": get("slips") / max(1, get("lines")),
+            "p_stop_yes": get("stop_yes") / max(1, get("stop_yes") + get("go_yes")),
+            "p_go_no": get("go_no") / max(1, get("stop_no") + get("go_no"))}
+
+
 def failure_kind(task, response):
     """Why a response in the trace format fails, by the first kind of error found in its thinking:
     "arithmetic slip" (a line a op b = c with the wrong c), "false yes" (a leaf line claiming "yes"

@@ -151,32 +151,44 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
 
 # ------------------------------------------------------------------------------------- plotting
 
+PANELS = [  # (title, [(metric, label, style)]): "train" metrics every step, "eval" ones per size at each eval
+    ("held-out accuracy", [("eval_acc", "greedy", "o-"), ("sample_acc", "sampled", "s--")]),
+    ("training rollouts (T=1)", [("reward", "reward", "train"), ("accuracy", "accuracy", "train")]),
+    ("response length (tokens)", [("length", None, "train")]),
+    ("attempts (checks) per sampled response", [("checks", "checks", "o-")]),
+    ("what follows a check", [("p_stop_yes", "P(stop | yes)", "o-"), ("p_go_no", "P(go on | no)", "s--")]),
+    ("errors per sampled response", [("slips", "slips", "o-"), ("false_yes", "false yes", "s--")]),
+    ("reflection words / response", [("reflection", None, "train")]),
+    ("entropy, KL (nats / token)", [("entropy", "entropy", "train"), ("kl", "KL to reference", "train")]),
+]
+
+
 def plot(metrics_path, out_png):
-    """Reward, accuracy, length, reflection words, KL, entropy and clip fraction against steps."""
+    """PANELS against steps: training metrics raw (faint) and as a 20-step moving average; held-out
+    ones at each eval for 3 and 4 numbers (sampled ones from pass_k samples per task)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in open(metrics_path)]
-    train = [r for r in rows if "reward" in r]
-    evals = [r for r in rows if "eval_acc3" in r]
-    panels = [("reward", "reward (shaped)"), ("accuracy", "train accuracy"), ("eval", "held-out greedy accuracy"),
-              ("length", "response length (tokens)"), ("reflection", "reflection words / response"),
-              ("kl", "KL to reference"), ("entropy", "entropy"), ("clip_frac", "clip fraction")]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for ax, (key, title) in zip(axes.flat, panels):
-        if key == "eval":
-            for k in ("3", "4"):
-                ax.plot([r["step"] for r in evals], [r[f"eval_acc{k}"] for r in evals], "o-", label=f"{k} numbers")
-            ax.legend()
-        else:  # raw values faintly, a 20-step moving average on top
-            x, y = [r["step"] for r in train], [r.get(key, math.nan) for r in train]
-            ax.plot(x, y, lw=0.6, alpha=0.35, color="C0")
-            avg = [sum(y[max(0, i - 19) : i + 1]) / len(y[max(0, i - 19) : i + 1]) for i in range(len(y))]
-            ax.plot(x, avg, lw=1.6, color="C0")
+    train, evals = [r for r in rows if "reward" in r], [r for r in rows if "eval_acc3" in r]
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
+    for ax, (title, lines) in zip(axes.flat, PANELS):
+        for j, (key, label, style) in enumerate(lines):
+            if style == "train":
+                x, y = [r["step"] for r in train], [r.get(key, math.nan) for r in train]
+                avg = [sum(y[max(0, i - 19) : i + 1]) / len(y[max(0, i - 19) : i + 1]) for i in range(len(y))]
+                ax.plot(x, y, lw=0.6, alpha=0.3, color=f"C{2 * j}")
+                ax.plot(x, avg, lw=1.6, color=f"C{2 * j}", label=label)
+            for k, color in (("3", "C0"), ("4", "C1")) if style != "train" else ():
+                got = [(r["step"], r[key + k]) for r in evals if key + k in r]
+                if got:
+                    ax.plot(*zip(*got), style, color=color, label=f"{label}, {k} numbers")
         ax.set_title(title)
         ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
@@ -288,6 +300,8 @@ def main(argv=None):
             f.write(json.dumps(rec) + "\n")
 
     def evaluate():
+        """Greedy accuracy on eval_tasks held-out tasks per size; on the first pass_k_tasks of them,
+        pass_k samples each at T=1: sampled accuracy, pass@k, length and what the search does."""
         res = {"step": step}
         with autocast:
             for k in (3, 4):
@@ -295,10 +309,13 @@ def main(argv=None):
                 res[f"eval_acc{k}"], _, _ = eval_countdown(model, tok, tasks, args.template, args.max_new_tokens)
                 if args.pass_k_tasks:
                     tasks = tasks[: args.pass_k_tasks]
-                    _, res[f"pass@{args.pass_k}_{k}"], _ = eval_countdown(
+                    res[f"sample_acc{k}"], res[f"pass@{args.pass_k}_{k}"], texts = eval_countdown(
                         model, tok, tasks, args.template, args.max_new_tokens, temperature=1.0,
                         n_samples=args.pass_k, seed=12345)
-        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.1%}" for k, v in res.items() if k != "step"))
+                    res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
+                    rates = countdown.behaviour_rates([t for t in tasks for _ in range(args.pass_k)], texts)
+                    res.update({f"{key}{k}": v for key, v in rates.items()})
+        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step"))
         log(res)
         return res
 

@@ -42,7 +42,8 @@ SPECIALS = ["<|endoftext|>", "<unk>", "<think>", "</think>", "<answer>", "</answ
 def get_args(argv=None):
     ap = argparse.ArgumentParser(description="SFT / distillation / the tiny Countdown cold start")
     ap.add_argument("--data", default=None, help="JSONL of prompt/response; none: generate Countdown traces")
-    ap.add_argument("--init", default=None, help="checkpoint to start from (needed with --data)")
+    ap.add_argument("--init", default=None,
+                    help="checkpoint to start from (needed with --data; without --data it is fine-tuned on the traces)")
     ap.add_argument("--out", default="out/sft", help="output directory (checkpoint in OUT/ckpt)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
     # cold start data
@@ -124,7 +125,8 @@ def train_tokenizer(texts, vocab_size):
 
 
 def cold_start_data(args):
-    """Write Countdown search (or optimal) traces to OUT/train.jsonl; return its path and a tokenizer."""
+    """Write Countdown teacher traces (--traces) to OUT/train_TRACES.jsonl; return its path and a
+    tokenizer: the checkpoint's (--resume, --init), else one trained on the traces."""
     import countdown
 
     path = os.path.join(args.out, f"train_{args.traces}.jsonl")
@@ -134,8 +136,8 @@ def cold_start_data(args):
         if n < len(tasks):
             print(f"{args.traces} traces: {len(tasks) - n} of {len(tasks)} tasks left out (their search does not fit)")
         os.replace(path + ".tmp", path)
-    if args.resume:
-        return path, load_tokenizer(os.path.join(args.out, "ckpt"))
+    if args.resume or args.init:
+        return path, load_tokenizer(os.path.join(args.out, "ckpt") if args.resume else args.init)
     texts = [p + r + "<|endoftext|>" for p, r in read_jsonl(path)[:20_000]]
     return path, train_tokenizer(texts, args.vocab)
 
