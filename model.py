@@ -16,8 +16,11 @@ Design notes:
 4. Loading never guesses: an unknown `model_type`, an unsupported feature (rope scaling, sliding
    window, MLP bias), a missing, unexpected or mis-shaped tensor is a one-line error, never a
    silently random model. Nothing here downloads anything.
-5. Saving is atomic: write into a temporary directory, then rename over the old checkpoint, so a
-   crash mid-save leaves the previous checkpoint loadable.
+5. Saving survives a kill at any instant: write into PATH.tmp, move PATH aside to PATH.old, move
+   PATH.tmp to PATH, delete PATH.old. A kill between the two moves leaves PATH.old complete and no
+   PATH, and loading falls back to it (`checkpoint_dir`); PATH.tmp is never read.
+6. Loading refuses what would silently give a wrong model: weights that are not finite, a file that
+   is not what its name says (a config that is not a JSON object, a truncated safetensors).
 """
 
 import json
@@ -49,8 +52,18 @@ class ModelConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "inter_dim", "max_seq_len"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.head_dim == 0:
             self.head_dim = self.dim // self.n_heads
+        if type(self.head_dim) is not int or self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"head_dim must be a positive even integer (RoPE rotates pairs), got {self.head_dim!r}")
+        for name in ("norm_eps", "rope_theta"):
+            v = getattr(self, name)
+            if type(v) not in (int, float) or not 0 < v < float("inf"):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
 
@@ -252,6 +265,7 @@ class Transformer(nn.Module):
 
         dtype None keeps the dtype the tensors were stored in.
         """
+        path = checkpoint_dir(path)
         hf = read_hf_config(path)
         cfg = config_from_hf(hf, path)
         tensors = read_safetensors(path)
@@ -271,6 +285,8 @@ class Transformer(nn.Module):
         for k, v in expected.items():
             if tensors[k].shape != v.shape:
                 raise ValueError(f"{path}: tensor {k} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+            if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all():
+                raise ValueError(f"{path}: tensor {k} holds NaN or infinite values; refusing a broken checkpoint")
         state = {}
         for k, t in tensors.items():
             t = t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
@@ -322,10 +338,15 @@ SUPPORTED = ("qwen2", "llama", "qwen3")
 
 
 def checkpoint_dir(path):
-    """Check a checkpoint path exists locally, with an error that says what to do when it doesn't."""
+    """The local checkpoint directory for path: path itself, or path.old when a save was killed
+    between its two moves (design note 5). An error says what to do when there is none."""
     path = str(path)
     if os.path.isdir(path):
         return path
+    if not os.path.exists(path) and os.path.isdir(path + ".old"):
+        return path + ".old"
+    if os.path.exists(path):
+        raise NotADirectoryError(f"{path}: not a directory (a checkpoint is a directory with config.json)")
     if not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"{path}: no such directory; it looks like a Hugging Face hub id, and r1-mini never downloads: "
@@ -340,10 +361,13 @@ def read_hf_config(path):
     if not os.path.isfile(f):
         raise FileNotFoundError(f"{path}: no config.json in this directory")
     try:
-        with open(f) as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as e:
+        with open(f, encoding="utf-8") as fh:
+            hf = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{f}: expected a JSON object, got {type(hf).__name__}")
+    return hf
 
 
 def config_from_hf(hf, path=""):
@@ -381,6 +405,8 @@ def config_from_hf(hf, path=""):
         )
     except KeyError as e:
         raise ValueError(f"{path}: config.json lacks {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: config.json: {e}") from None
 
 
 def config_to_hf(cfg, base, dtype):
@@ -431,8 +457,11 @@ def read_safetensors(path):
     if os.path.isfile(single):
         files = [single]
     elif os.path.isfile(index):
-        with open(index) as f:
-            files = sorted({os.path.join(path, v) for v in json.load(f)["weight_map"].values()})
+        try:
+            with open(index, encoding="utf-8") as f:
+                files = sorted({os.path.join(path, v) for v in json.load(f)["weight_map"].values()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
         for f in files:
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in the index is missing")
@@ -440,7 +469,10 @@ def read_safetensors(path):
         raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
     tensors = {}
     for f in files:
-        tensors.update(load_file(f))
+        try:
+            tensors.update(load_file(f))
+        except Exception as e:  # safetensors raises its own SafetensorError: truncated, corrupt, not safetensors
+            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
     return tensors
 
 
@@ -451,7 +483,19 @@ def load_tokenizer(path):
     f = os.path.join(checkpoint_dir(path), "tokenizer.json")
     if not os.path.isfile(f):
         raise FileNotFoundError(f"{path}: no tokenizer.json in this directory")
-    return Tokenizer.from_file(f)
+    try:
+        return Tokenizer.from_file(f)
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise ValueError(f"{f}: not a readable tokenizer ({' '.join(str(e).split())})") from None
+
+
+def check_tokenizer(tok, model, path=""):
+    """The tokenizer's ids must all be rows of the model's embedding (a larger vocabulary would index
+    past it); a model may have more rows than the tokenizer has tokens (Qwen pads to 151,936)."""
+    n = tok.get_vocab_size(with_added_tokens=True)
+    if n > model.cfg.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {n} tokens, more than the model's vocabulary of "
+                         f"{model.cfg.vocab_size}: they do not belong together")
 
 
 def n_params(model):

@@ -44,8 +44,13 @@ from rewards import countdown_correct, countdown_reward, format_reward, overlong
 from sample import encode_ids, eval_countdown, generate, stop_ids_for
 
 PRESETS = {
-    # the tiny from-scratch model on a laptop CPU, starting from train_sft.py's cold start
-    "tiny": dict(init="out/sft/ckpt", out="out/rl", template="compact", rules="sos", n_numbers="3,4",
+    # R1-Zero in miniature (the main job): GRPO straight from the tiny base of stage 0, which guesses
+    "zero": dict(init="out/base/ckpt", out="out/zero", template="compact", rules="sos", n_numbers="3,4",
+                 prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
+                 steps=300, micro_batch=64, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
+                 save_every=50, dtype="float32", grad_ckpt=False),
+    # R1's recipe on the same CPU: GRPO from an SFT checkpoint (train_sft.py's cold start on search traces)
+    "r1": dict(init="out/sft/ckpt", out="out/rl", template="compact", rules="sos", n_numbers="3,4",
                  prompts_per_step=16, group_size=8, max_new_tokens=384, temperature=1.0, lr=3e-5, beta=0.04,
                  steps=300, micro_batch=64, eval_every=100, eval_tasks=500, pass_k=8, pass_k_tasks=100,
                  save_every=50, dtype="float32", grad_ckpt=False),
@@ -59,7 +64,7 @@ PRESETS = {
 
 def get_args(argv=None):
     ap = argparse.ArgumentParser(description="GRPO on Countdown (R1-Zero recipe)")
-    ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="defaults for the flags below")
+    ap.add_argument("--preset", default="zero", choices=sorted(PRESETS), help="defaults for the flags below")
     ap.add_argument("--init", help="checkpoint to start from (also the KL reference)")
     ap.add_argument("--out", help="output directory (checkpoint in OUT/ckpt)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")

@@ -33,63 +33,84 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import ModelConfig, Transformer, load_tokenizer, n_params
+import cli
+from countdown import HELDOUT_MAX
+from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
 
 SPECIALS = ["<|endoftext|>", "<unk>", "<think>", "</think>", "<answer>", "</answer>"]
 
 
 def get_args(argv=None):
-    ap = argparse.ArgumentParser(description="SFT / distillation / the tiny Countdown cold start")
+    ap = cli.Parser("SFT / distillation / the tiny Countdown cold start")
     ap.add_argument("--data", default=None, help="JSONL of prompt/response; none: generate Countdown traces")
     ap.add_argument("--init", default=None,
                     help="checkpoint to start from (needed with --data; without --data it is fine-tuned on the traces)")
     ap.add_argument("--out", default="out/sft", help="output directory (checkpoint in OUT/ckpt)")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
+    ap.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    ap.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     # cold start data
     ap.add_argument("--traces", default="search", choices=["search", "optimal", "dfs", "guess"],
-                    help="teacher traces (countdown.py: search_trace, optimal_trace, dfs_trace)")
-    ap.add_argument("--n_train", type=int, default=100_000, help="Countdown training tasks")
-    ap.add_argument("--vocab", type=int, default=128, help="tokenizer vocabulary for the cold start")
+                    help="teacher traces (countdown.py: search_trace, optimal_trace, dfs_trace, guess_trace)")
+    ap.add_argument("--n_train", type=cli.COUNT, default=100_000, help="Countdown training tasks")
+    ap.add_argument("--vocab", type=cli.COUNT, default=128, help="tokenizer vocabulary for the cold start")
     # model (cold start)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--n_layers", type=int, default=4)
-    ap.add_argument("--n_heads", type=int, default=4)
-    ap.add_argument("--n_kv_heads", type=int, default=2)
-    ap.add_argument("--inter_dim", type=int, default=384)
-    ap.add_argument("--max_len", type=int, default=512, help="context length; longer examples are dropped")
+    ap.add_argument("--dim", type=cli.COUNT, default=128)
+    ap.add_argument("--n_layers", type=cli.COUNT, default=4)
+    ap.add_argument("--n_heads", type=cli.COUNT, default=4)
+    ap.add_argument("--n_kv_heads", type=cli.COUNT, default=2)
+    ap.add_argument("--inter_dim", type=cli.COUNT, default=384)
+    ap.add_argument("--max_len", type=cli.ranged(int, 16), default=512, help="context length; longer examples are dropped")
     # optimisation
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--batch_size", type=int, default=64, help="sequences per micro-batch")
-    ap.add_argument("--grad_accum", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decays to lr * this")
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--weight_decay", type=float, default=0.1)
-    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--steps", type=cli.COUNT, default=1200)
+    ap.add_argument("--batch_size", type=cli.COUNT, default=64, help="sequences per micro-batch")
+    ap.add_argument("--grad_accum", type=cli.COUNT, default=1)
+    ap.add_argument("--lr", type=cli.POSITIVE, default=3e-3)
+    ap.add_argument("--min_lr_ratio", type=cli.FRACTION, default=0.1, help="cosine decays to lr * this")
+    ap.add_argument("--warmup", type=cli.COUNT0, default=100)
+    ap.add_argument("--weight_decay", type=cli.NONNEG, default=0.1)
+    ap.add_argument("--clip", type=cli.POSITIVE, default=1.0)
     # eval, logging, checkpoints
-    ap.add_argument("--eval_every", type=int, default=400, help="steps between evals (0: only at the end)")
-    ap.add_argument("--eval_tasks", type=int, default=100, help="held-out tasks per size in periodic evals")
-    ap.add_argument("--final_tasks", type=int, default=500, help="held-out tasks per size in the final eval")
-    ap.add_argument("--save_every", type=int, default=500)
-    ap.add_argument("--stop_at", type=int, default=None, help="stop after this step, as if killed (tests resume)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    return ap.parse_args(argv)
+    ap.add_argument("--eval_every", type=cli.COUNT0, default=400, help="steps between evals (0: only at the end)")
+    ap.add_argument("--eval_tasks", type=cli.ranged(int, 1, HELDOUT_MAX), default=100,
+                    help="held-out tasks per size in periodic evals")
+    ap.add_argument("--final_tasks", type=cli.ranged(int, 1, HELDOUT_MAX), default=500,
+                    help="held-out tasks per size in the final eval")
+    ap.add_argument("--save_every", type=cli.COUNT, default=500)
+    ap.add_argument("--stop_at", type=cli.COUNT, default=None, help="stop after this step, as if killed (tests resume)")
+    ap.add_argument("--seed", type=cli.COUNT0, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
+    ap.add_argument("--threads", type=cli.COUNT0, default=0, help="CPU threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.dim % args.n_heads or (args.dim // args.n_heads) % 2 or args.n_heads % args.n_kv_heads:
+        ap.error(f"--dim {args.dim}, --n_heads {args.n_heads}, --n_kv_heads {args.n_kv_heads}: dim must be n_heads "
+                 "times an even head size, and n_heads a multiple of n_kv_heads")
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in OUT, --overwrite starts over: pick one")
+    if args.data is not None and args.init is None and not args.resume:
+        ap.error("--data needs --init, the checkpoint (with its tokenizer.json) to fine-tune")
+    return args
 
 
 # ----------------------------------------------------------------------------------------- data
 
 def read_jsonl(path):
     """(prompt, response) pairs; a bad line is an error naming the file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file" + (" (it is a directory)" if os.path.isdir(path) else ""))
     pairs = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise TypeError(f"expected a JSON object, got {type(rec).__name__}")
                 if "messages" in rec:
                     pairs.append(chat_pair(rec["messages"]))
                 else:
@@ -149,13 +170,16 @@ def encode_pairs(tok, pairs, max_len):
     stops = {i for i in map(tok.token_to_id, ends) if i is not None}
     if eos is None and not stops:
         raise ValueError(f"the tokenizer has none of the end tokens {ends}")
-    data = []
+    data, unk, n_unk = [], tok.token_to_id("<unk>"), 0
     for prompt, response in pairs:
         p, r = encode_ids(tok, prompt), encode_ids(tok, response)
+        n_unk += (p + r).count(unk) if unk is not None else 0
         if not r or r[-1] not in stops:  # the model must learn to stop: end with <|endoftext|> unless it ends already
             r = r + [eos if eos is not None else min(stops)]
         if len(p) + len(r) <= max_len:
             data.append((torch.tensor(p + r), len(p)))
+    if n_unk:
+        print(f"warning: {n_unk} tokens of the data are <unk>: the tokenizer cannot spell some of its characters")
     return data
 
 
@@ -181,7 +205,8 @@ def collate(data, ids, pad_id=0):
     for b, i in enumerate(ids):
         seq, n_prompt = data[i]
         x[b, : len(seq) - 1], y[b, : len(seq) - 1] = seq[:-1], seq[1:]
-        mask[b, n_prompt - 1 : len(seq) - 1] = True  # predict each response token from what precedes it
+        # predict each response token from what precedes it (with no prompt, the first one has nothing to go on)
+        mask[b, max(n_prompt - 1, 0) : len(seq) - 1] = True
     return x, y, mask
 
 
@@ -198,8 +223,9 @@ def main(argv=None):
     args = get_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
+    cli.prepare_out(args.out, args.resume, args.overwrite)
     ckpt = os.path.join(args.out, "ckpt")
+    resume_dir = checkpoint_dir(ckpt) if args.resume else None  # ckpt, or ckpt.old after a killed save
     torch.manual_seed(args.seed)
     t_start = time.time()
 
@@ -207,9 +233,7 @@ def main(argv=None):
     if args.data is None:
         train_path, tok = cold_start_data(args)
     else:
-        if args.init is None and not args.resume:
-            raise ValueError("--data needs --init, the checkpoint (with its tokenizer.json) to fine-tune")
-        train_path, tok = args.data, load_tokenizer(ckpt if args.resume else args.init)
+        train_path, tok = args.data, load_tokenizer(resume_dir or args.init)
     data = encode_pairs(tok, read_jsonl(train_path), args.max_len)
     if len(data) < args.batch_size:
         raise ValueError(f"{train_path}: {len(data)} usable examples, fewer than one batch of {args.batch_size}")
@@ -218,7 +242,7 @@ def main(argv=None):
 
     # model and optimizer
     if args.resume:
-        model = Transformer.from_pretrained(ckpt, device=args.device)
+        model = Transformer.from_pretrained(resume_dir, device=args.device)
     elif args.init:
         model = Transformer.from_pretrained(args.init, dtype=torch.float32, device=args.device)
     else:
@@ -226,6 +250,7 @@ def main(argv=None):
                           n_kv_heads=args.n_kv_heads, inter_dim=args.inter_dim, max_seq_len=args.max_len,
                           rope_theta=10000.0)
         model = Transformer(cfg).to(args.device)
+    check_tokenizer(tok, model, args.init or resume_dir or "the new tokenizer")
     model.train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -233,15 +258,18 @@ def main(argv=None):
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     step = 0
     if args.resume:
-        state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=False)
+        state = cli.load_train_state(resume_dir)
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
-        print(f"resumed from {ckpt} at step {step}")
+        print(f"resumed from {resume_dir} at step {step}")
     print(f"model: {n_params(model) / 1e6:.2f}M parameters, {model.cfg}")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     per_epoch = len(epoch_batches(data, args.batch_size, args.seed, 0))
-    metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a" if args.resume else "w")  # a fresh run starts afresh
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    if args.resume:  # rows past the checkpoint were logged by the killed run: this one logs them again
+        cli.trim_metrics(metrics_path, lambda r: r["step"] <= step and r.get("eval") != "final")
+    metrics_f = open(metrics_path, "a" if args.resume else "w")
 
     def log(rec):
         metrics_f.write(json.dumps(rec) + "\n")
@@ -288,9 +316,10 @@ def main(argv=None):
             loss = F.cross_entropy(logits.float()[mask], y[mask], reduction="sum") / n_resp
             loss.backward()
             loss_sum += loss.item()
-        if not math.isfinite(loss_sum):
-            sys.exit(f"error: non-finite loss {loss_sum} at step {step}; stopping without saving")
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
+        if not math.isfinite(loss_sum) or not math.isfinite(gnorm):
+            raise FloatingPointError(f"non-finite loss ({loss_sum}) or gradient norm ({gnorm}) at step {step}; "
+                                     f"stopping without saving (the last checkpoint in {args.out} is intact)")
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -313,7 +342,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    cli.main(main)

@@ -72,5 +72,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
         return [(r.get("step"), r.get("loss")) for r in map(json.loads, open(tmp_path / run / "metrics.jsonl"))]
 
     assert logged("a") == logged("b") and logged("a")  # a resumed run appends; its log equals the unbroken one
-    train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6"])
-    assert logged("a") == logged("b")  # a fresh run into the same directory starts a fresh log
+    with pytest.raises(FileExistsError, match="holds a run"):  # never a silent overwrite
+        train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6"])
+    train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6", "--overwrite"])
+    assert logged("a") == logged("b")  # --overwrite starts a fresh log

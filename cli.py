@@ -1,0 +1,131 @@
+"""
+What the three command-line scripts (train_sft.py, train_rl.py, sample.py) share: flags checked at
+parse time, one-line errors, and output directories that are never silently overwritten.
+
+Design notes:
+1. A bad flag costs no compute: every numeric flag has a type that checks its range when argparse
+   reads it, and the message names the flag, the value and the range.
+2. An error is one line and a non-zero exit. `main` catches every exception at the top and prints
+   `error: ...`; the traceback, which is for bugs, only shows with --debug.
+3. An output directory that already holds a run (a checkpoint or a metrics file) is refused unless
+   the command says --resume (continue it) or --overwrite (start over).
+"""
+
+import argparse
+import math
+import os
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse's own prints the usage block first) and --debug."""
+
+    def __init__(self, description):
+        super().__init__(description=description)
+        self.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+
+    def error(self, message):
+        sys.exit(f"error: {message} (see --help)")
+
+
+def ranged(kind, lo=None, hi=None, lo_open=False):
+    """An argparse type: int or float within [lo, hi] ((lo, hi] with lo_open); finite."""
+    what = "an integer" if kind is int else "a number"
+    bounds = "" if lo is None and hi is None else (
+        f" {'>' if lo_open else '>='} {lo}" if hi is None else f" in {'(' if lo_open else '['}{lo}, {hi}]")
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text!r}") from None
+        if not math.isfinite(v) or (lo is not None and (v < lo or lo_open and v == lo)) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = ranged(int, 1)  # sizes, steps, batch sizes: at least 1
+COUNT0 = ranged(int, 0)  # intervals where 0 means "never" / "none"
+POSITIVE = ranged(float, 0, lo_open=True)  # learning rates, clip norms
+NONNEG = ranged(float, 0)  # temperatures, coefficients
+FRACTION = ranged(float, 0, 1)  # probabilities, ratios
+TOP_P = ranged(float, 0, 1, lo_open=True)
+
+
+def sizes(text):
+    """--n_numbers: "3" or "3,4" -> (3, 4); Countdown tasks have 2 to 5 numbers."""
+    parts = str(text).split(",")
+    if not all(p.strip().isdigit() and 2 <= int(p) <= 5 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected task sizes from 2 to 5 numbers, e.g. 3 or 3,4; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def prepare_out(out, resume, overwrite):
+    """Make the output directory; refuse one that holds a run unless resuming or overwriting."""
+    held = [x for x in ("ckpt", "ckpt.old", "metrics.jsonl") if os.path.exists(os.path.join(out, x))]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out}: exists and is not a directory")
+    if held and not (resume or overwrite):
+        raise FileExistsError(f"--out {out} holds a run ({', '.join(held)}): pass --resume to continue it "
+                              "or --overwrite to start over")
+    if resume and not held:
+        raise FileNotFoundError(f"--resume: {out} holds no run to continue (no ckpt, no metrics.jsonl)")
+    os.makedirs(out, exist_ok=True)
+
+
+def main(run, argv=None):
+    """Run a script's main(argv) with design note 2's error handling."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
+    except Exception as e:  # noqa: BLE001 (every error becomes one line; --debug shows the traceback)
+        if "--debug" in argv:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        sys.exit(f"error: {msg}" if isinstance(e, (OSError, ValueError, FloatingPointError)) else
+                 f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)")
+
+
+def device(text):
+    """--device: cpu, or cuda / cuda:N when this machine has that GPU."""
+    import torch
+
+    if text == "cpu":
+        return text
+    if text == "cuda" or text.startswith("cuda:") and text[5:].isdigit():
+        n = torch.cuda.device_count()
+        if n and int(text[5:] or 0) < n:
+            return text
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA device(s); use --device cpu")
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
+def load_train_state(ckpt_dir):
+    """OUT/ckpt/train_state.pt (optimizer, step, ...), with an error naming the file if it is not one."""
+    import torch
+
+    f = os.path.join(ckpt_dir, "train_state.pt")
+    if not os.path.isfile(f):
+        raise FileNotFoundError(f"{f}: missing; {ckpt_dir} is a model, not a run that can resume")
+    try:
+        return torch.load(f, weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"{f}: not a readable training state ({type(e).__name__}: {e})") from None
+
+
+def trim_metrics(path, keep):
+    """Keep only the metrics rows (JSON lines) for which keep(row) holds, rewritten atomically."""
+    import json
+
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        rows = [line for line in f if line.strip() and keep(json.loads(line))]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(rows)
+    os.replace(path + ".tmp", path)
