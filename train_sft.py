@@ -31,8 +31,8 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
+import kernels
 from model import ModelConfig, Transformer, load_tokenizer, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
 
@@ -282,8 +282,9 @@ def main(argv=None):
         for x, y, mask in micro:
             x, y, mask = x.to(args.device), y.to(args.device), mask.to(args.device)
             with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float()[mask], y[mask], reduction="sum") / n_resp
+                h = model(x, return_hidden=True)  # (B, T, dim)
+                logp = kernels.linear_token_logprobs(h[mask], model.lm_head.weight, y[mask])  # (n,) response only
+            loss = -logp.sum() / n_resp
             loss.backward()
             loss_sum += loss.item()
         if not math.isfinite(loss_sum):
