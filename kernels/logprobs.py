@@ -207,13 +207,13 @@ def token_logprobs(logits, targets, backend="auto", with_entropy=False):
 
 def _tile(hidden, weight, v0, width, temperature):
     """fp32 logits of vocabulary rows [v0, v0 + width): (N, width)."""
-    return (hidden @ weight[v0 : v0 + width].T).float().div_(temperature)
+    x = (hidden @ weight[v0 : v0 + width].T).float()
+    return x if temperature == 1.0 else x.div_(temperature)
 
 
 def _hits(targets, v0, width):
-    """Rows whose target falls in this tile, and the target's column within it."""
-    rows = ((targets >= v0) & (targets < v0 + width)).nonzero().squeeze(1)
-    return rows, targets[rows] - v0
+    """Which rows have their target in this tile (N,), and its column there (N, 1) (clamped elsewhere)."""
+    return (targets >= v0) & (targets < v0 + width), (targets - v0).clamp(0, width - 1)[:, None]
 
 
 class _LinearTokenLogprobs(torch.autograd.Function):
@@ -221,16 +221,16 @@ class _LinearTokenLogprobs(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, hidden, weight, targets, temperature, with_entropy, width):
         N = hidden.shape[0]
-        m = torch.full((N,), -1e30, device=hidden.device)  # running max (design note 3)
+        m = torch.full((N,), -1e30, dtype=torch.float32, device=hidden.device)  # running max (design note 3)
         s, u, x_t = torch.zeros_like(m), torch.zeros_like(m), torch.zeros_like(m)
         for v0 in range(0, weight.shape[0], width):
             x = _tile(hidden, weight, v0, width, temperature)  # (N, width)
-            rows, cols = _hits(targets, v0, x.shape[1])
-            x_t[rows] = x[rows, cols]
+            hit, col = _hits(targets, v0, x.shape[1])
+            x_t = torch.where(hit, x.gather(1, col).squeeze(1), x_t)  # the target's logit
             m_new = torch.maximum(m, x.amax(1))
             c = torch.exp(m - m_new)
-            y = x.sub_(m_new[:, None])
-            e = y.exp()
+            y = x.sub_(m_new[:, None])  # x - m_new
+            e = y.exp() if with_entropy else y.exp_()
             if with_entropy:
                 u = c * (u + (m - m_new) * s) + (e * y).sum(1)
             s = c * s + e.sum(1)
@@ -254,11 +254,14 @@ class _LinearTokenLogprobs(torch.autograd.Function):
         grad_w = torch.empty_like(weight) if need_w else None  # every row is written once
         for v0 in range(0, weight.shape[0], width):
             lp = _tile(hidden, weight, v0, width, T).sub_(lse[:, None])  # (N, width) log-softmax
-            coef = g[:, None] if g_ent is None else g[:, None] + g_ent.float()[:, None] * (lp + ent[:, None])
-            d = lp.exp_().mul_(coef).neg_()  # -p * coef
-            rows, cols = _hits(targets, v0, d.shape[1])
-            d[rows, cols] += g[rows]
-            d = d.div_(T).to(weight.dtype)  # d loss / d (hidden @ weight.T)
+            if g_ent is None:
+                coef = g[:, None] / -T  # (N, 1)
+            else:
+                coef = (g[:, None] + g_ent.float()[:, None] * (lp + ent[:, None])).div_(-T)  # (N, width)
+            d = lp.exp_().mul_(coef)  # -p * (g + g_ent * (logp + H)) / T
+            hit, col = _hits(targets, v0, d.shape[1])
+            d.scatter_add_(1, col, torch.where(hit, g / T, 0.0)[:, None])  # + g / T at the target
+            d = d.to(weight.dtype)  # d loss / d (hidden @ weight.T)
             w = weight[v0 : v0 + d.shape[1]]
             if need_h:
                 grad_h += d @ w
