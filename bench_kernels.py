@@ -64,7 +64,7 @@ def available(case, device):
         return False
     if case.startswith("liger"):
         try:
-            import liger_kernel  # noqa: F401
+            import liger_kernel  # noqa: F401  (installed?)
         except ImportError:
             return False
     return True
@@ -77,35 +77,34 @@ def make_step(case, args, dtype):
     up = torch.randn(args.N, generator=g).to(args.device)  # d loss / d logp
     if case in LOGITS:
         x = torch.randn(args.N, args.V, generator=g).to(args.device, dtype).requires_grad_(True)
-        leaves, grad_bytes = [x], x.numel() * x.element_size()
-        if case == "naive":
-            f = lambda: torch.log_softmax(x.float(), -1).gather(-1, targets[:, None]).squeeze(-1)  # noqa: E731
-        elif case == "liger":
-            from liger_kernel.transformers import LigerCrossEntropyLoss
-
-            ce = LigerCrossEntropyLoss(reduction="sum")
-            f = lambda: -ce(x, targets)  # noqa: E731  (sum of logp: g = -1 on every token)
-        else:
-            f = lambda: kernels.token_logprobs(x, targets, backend=case)  # noqa: E731
+        leaves = [x]
     else:
         h = torch.randn(args.N, args.d, generator=g).to(args.device, dtype).requires_grad_(True)
         w = (0.05 * torch.randn(args.V, args.d, generator=g)).to(args.device, dtype).requires_grad_(True)
-        leaves, grad_bytes = [h, w], (h.numel() + w.numel()) * h.element_size()
+        leaves = [h, w]
+
+    def forward():
+        if case == "naive":
+            return torch.log_softmax(x.float(), -1).gather(-1, targets[:, None]).squeeze(-1)
         if case == "naive-linear":
-            f = lambda: torch.log_softmax((h @ w.T).float(), -1).gather(-1, targets[:, None]).squeeze(-1)  # noqa: E731
-        elif case == "liger-linear":
+            return torch.log_softmax((h @ w.T).float(), -1).gather(-1, targets[:, None]).squeeze(-1)
+        if case == "linear":
+            return kernels.linear_token_logprobs(h, w, targets)
+        if case == "liger":  # the sum of -logp: g = -1 on every token
+            from liger_kernel.transformers import LigerCrossEntropyLoss
+
+            return LigerCrossEntropyLoss(reduction="sum")(x, targets)
+        if case == "liger-linear":
             from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-            ce = LigerFusedLinearCrossEntropyLoss(reduction="sum")
-            f = lambda: -ce(w, h, targets)  # noqa: E731
-        else:
-            f = lambda: kernels.linear_token_logprobs(h, w, targets)  # noqa: E731
+            return LigerFusedLinearCrossEntropyLoss(reduction="sum")(w, h, targets)
+        return kernels.token_logprobs(x, targets, backend=case)
 
     def step():
-        out = f()
+        out = forward()
         (out * up).sum().backward() if out.dim() else out.backward()
 
-    return step, leaves, grad_bytes
+    return step, leaves, sum(x.numel() * x.element_size() for x in leaves)
 
 
 def memory_in_use(device):
@@ -176,12 +175,11 @@ def main(argv=None):
             r = json.loads(out.stdout.strip().splitlines()[-1])
             if case.startswith("naive"):
                 naive = r
-            rel = lambda k, v: f"{v / naive[k]:>9.2f}" if naive else f"{'':>9}"  # noqa: E731
-            no_grads = r["peak"] - r["grads"]
-            base_no_grads = naive["peak"] - naive["grads"] if naive else None
-            print(f"{case:<14}{dtype:<10}{r['peak'] / 2**20:>10.0f}{rel('peak', r['peak'])}{r['grads'] / 2**20:>10.0f}"
-                  f"{no_grads / 2**20:>14.0f}" + (f"{no_grads / base_no_grads:>9.3f}" if naive else f"{'':>9}")
-                  + f"{r['time']:>9.2f}{rel('time', r['time'])}")
+            r["rest"] = r["peak"] - r["grads"]
+            ratio = {k: f"{r[k] / naive[k]:>9.{3 if k == 'rest' else 2}f}" if naive else f"{'':>9}"
+                     for k in ("peak", "rest", "time")}
+            print(f"{case:<14}{dtype:<10}{r['peak'] / 2**20:>10.0f}{ratio['peak']}{r['grads'] / 2**20:>10.0f}"
+                  f"{r['rest'] / 2**20:>14.0f}{ratio['rest']}{r['time']:>9.2f}{ratio['time']}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ Design notes:
 5. The linear form tiles the vocabulary, not the rows: each (N, tile) block of logits
    `hidden @ weight[v0:v1].T` is one large matmul, the weight is read once per pass, and the weight
    gradient's rows for the tile are written once, never accumulated. The backward recomputes the
-   tile logits: 4 matmuls where the naive path does 3, the price of never holding (N, V). It is
+   tile logits: 4 matmuls where the naive path does 3, the price of never holding (N, V) when the
+   gradient with respect to logp is unknown in the forward (on one CPU thread in fp32, where the
+   matmuls are most of the time, about 1.0-1.15x naive's time: README, Results 5). It is
    PyTorch only (no Triton): its work is the matmuls, and per tile the softmax statistics are a
    few elementwise ops. Under CUDA autocast (custom_fwd/custom_bwd) the matmuls run in bf16 as
    `lm_head(h)` would, the statistics in fp32.
@@ -280,9 +282,10 @@ def linear_token_logprobs(hidden, weight, targets, temperature=1.0, with_entropy
     Returns:
         logp (N,) fp32, differentiable w.r.t. hidden and weight; with_entropy: (logp, entropy).
     """
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1] or targets.shape != hidden.shape[:1]:
+    N, d = hidden.shape if hidden.dim() == 2 else (None, None)
+    if N is None or weight.dim() != 2 or weight.shape[1] != d or targets.shape != (N,):
         raise ValueError(f"need hidden (N, d), weight (V, d), targets (N,), got {tuple(hidden.shape)}, "
                          f"{tuple(weight.shape)}, {tuple(targets.shape)}")
     _check_targets(targets, weight.shape[0])
-    width = max(1, TILE // max(1, hidden.shape[0]))
+    width = max(1, TILE // max(1, N))
     return _LinearTokenLogprobs.apply(hidden, weight, targets.long(), float(temperature), with_entropy, width)

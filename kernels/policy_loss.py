@@ -124,11 +124,12 @@ def token_loss_triton(logp, old_logp, ref_logp, adv, mask, w, eps_low, eps_high,
     """token_loss_torch in one Triton kernel (fp32)."""
     B, T = logp.shape
     loss, grad = torch.empty(B, T, device=logp.device), torch.empty(B, T, device=logp.device)
-    c = lambda x: logp if x is None else x.contiguous()  # noqa: E731  (an absent input: a pointer never read)
-    grid = (triton.cdiv(B * T, BLOCK),)
-    _token_loss_kernel[grid](c(logp), c(old_logp), c(ref_logp), adv.contiguous(), w.float().contiguous(),
+    has_old = old_logp is not None
+    logp, old_logp, ref_logp = [logp if x is None else x.contiguous() for x in (logp, old_logp, ref_logp)]
+    grid = (triton.cdiv(B * T, BLOCK),)  # an absent old_logp / ref_logp is passed as logp, never read
+    _token_loss_kernel[grid](logp, old_logp, ref_logp, adv.contiguous(), w.float().contiguous(),
                              mask.contiguous(), loss, grad, B * T, T, 1.0 - eps_low, 1.0 + eps_high, float(beta),
-                             HAS_OLD=old_logp is not None, HAS_KL=beta != 0, KL=kl, BLOCK=BLOCK)
+                             HAS_OLD=has_old, HAS_KL=beta != 0, KL=kl, BLOCK=BLOCK)
     return loss, grad
 
 
@@ -175,8 +176,7 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.2,
     mask = mask.bool()
     dt = torch.float32 if backend == "triton" else torch.promote_types(logp.dtype, torch.float32)
     w = row_weights(mask, agg, max_len, n_tokens, n_seqs, dt)  # (B,)
-    detach = lambda x: None if x is None else x.detach()  # noqa: E731
+    old_logp, ref_logp = [None if x is None else x.detach() for x in (old_logp, ref_logp)]
     token = token_loss_triton if backend == "triton" else token_loss_torch
-    loss, grad = token(logp.detach(), detach(old_logp), detach(ref_logp), adv.detach(), mask, w, eps_low, eps_high,
-                       beta, kl)
+    loss, grad = token(logp.detach(), old_logp, ref_logp, adv.detach(), mask, w, eps_low, eps_high, beta, kl)
     return _GRPOLoss.apply(logp, loss, grad)

@@ -232,8 +232,8 @@ def both(backend, logp, old, ref, adv, mask, **kw):
     loss = kernels.grpo_loss(*dev(backend, x, old, ref, adv, mask), backend=backend, **kw)
     loss.backward()
     x64 = logp.double().requires_grad_(True)
-    d64 = lambda t: None if t is None else t.double()  # noqa: E731
-    want = policy_loss(x64, d64(old), d64(ref), adv.double(), mask, **kw)[0]
+    old64, ref64 = [None if t is None else t.double() for t in (old, ref)]
+    want = policy_loss(x64, old64, ref64, adv.double(), mask, **kw)[0]
     want.backward()
     return loss.cpu(), x.grad, want, x64.grad
 
