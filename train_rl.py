@@ -23,8 +23,9 @@ Design notes:
 5. The held-out set is fixed (countdown.heldout_tasks); evals are greedy accuracy and pass@k.
    Every metric goes to OUT/metrics.jsonl, and OUT/curves.png plots reward, accuracy, response
    length, reflection words, KL, entropy and clip fraction against steps.
-6. Logits are computed only where they are needed (the completion positions) from the final
-   hidden states, so the [tokens, vocab] tensor stays as small as it can be without a kernel.
+6. Log-probs come from the final hidden states of the completion positions through
+   kernels.linear_token_logprobs: lm_head and log-softmax fused over vocabulary tiles, so the
+   [tokens, vocab] logits never exist in full (Qwen's vocabulary is 151,936).
 """
 
 import argparse
@@ -38,6 +39,7 @@ import time
 import torch
 
 import countdown
+import kernels
 from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer, load_tokenizer
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
@@ -143,15 +145,15 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
     describe the distribution the rollouts came from (as verl does). The lm_head runs on the
-    completion positions only (design note 6)."""
+    completion positions only, fused with the log-softmax (design note 6)."""
     h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
-    logp_all = torch.log_softmax(model.lm_head(h).float() / temperature, -1)  # (B, L, vocab)
-    logp = logp_all.gather(-1, idx[:, P:, None]).squeeze(-1)  # (B, L)
+    B, L, dim = h.shape
+    out = kernels.linear_token_logprobs(h.reshape(B * L, dim), model.lm_head.weight, idx[:, P:].reshape(B * L),
+                                        temperature, with_entropy)  # (B * L,), never the (B * L, vocab) logits
     if not with_entropy:
-        return logp, None
-    with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+        return out.view(B, L), None
+    logp, entropy = out
+    return logp.view(B, L), entropy.detach().view(B, L)  # the entropy is a metric
 
 
 # ------------------------------------------------------------------------------------- plotting

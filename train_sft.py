@@ -31,9 +31,9 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 import cli
+import kernels
 from countdown import HELDOUT_MAX
 from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
@@ -312,8 +312,9 @@ def main(argv=None):
         for x, y, mask in micro:
             x, y, mask = x.to(args.device), y.to(args.device), mask.to(args.device)
             with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float()[mask], y[mask], reduction="sum") / n_resp
+                h = model(x, return_hidden=True)  # (B, T, dim)
+                logp = kernels.linear_token_logprobs(h[mask], model.lm_head.weight, y[mask])  # (n,) response only
+            loss = -logp.sum() / n_resp
             loss.backward()
             loss_sum += loss.item()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
