@@ -25,7 +25,8 @@ class Parser(argparse.ArgumentParser):
         self.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
 
     def error(self, message):
-        sys.exit(f"error: {message} (see --help)")
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def ranged(kind, lo=None, hi=None, lo_open=False):
@@ -82,13 +83,16 @@ def main(run, argv=None):
     try:
         return run(argv)
     except KeyboardInterrupt:
-        sys.exit("interrupted")
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:  # noqa: BLE001 (every error becomes one line; --debug shows the traceback)
         if "--debug" in argv:
             raise
         msg = " ".join(str(e).split()) or type(e).__name__
-        sys.exit(f"error: {msg}" if isinstance(e, (OSError, ValueError, FloatingPointError)) else
-                 f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)")
+        expected = isinstance(e, (OSError, ValueError, FloatingPointError))  # bad input; anything else is a bug
+        print(f"error: {msg}" if expected else f"error: {type(e).__name__}: {msg} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def device(text):
@@ -129,3 +133,22 @@ def trim_metrics(path, keep):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(rows)
     os.replace(path + ".tmp", path)
+
+
+def weights_digest(path):
+    """sha256 of a checkpoint's weight files (safetensors, in name order): a run's identity for its
+    KL reference, so a resumed run can tell if the directory it names now holds another model."""
+    import hashlib
+
+    from model import checkpoint_dir
+
+    path = checkpoint_dir(path)
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no safetensors weights to identify the KL reference by")
+    h = hashlib.sha256()
+    for name in files:
+        with open(os.path.join(path, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -246,7 +246,7 @@ def _leaf(vals, exprs, T, rules):
     """Check a 2-number state with the one operation closest to T. Returns (line, ok, answer)."""
     a, op, b, v, x_first = min(_moves(*vals, rules), key=lambda m: abs(T - m.value))  # first of ties
     ea, eb = exprs if x_first else exprs[::-1]
-    line = f"{_fmt(a)}{op}{_fmt(b)}={_fmt(v)} " + ("yes" if v == T else "no")
+    line = f"{_fmt(a)}{op}{_fmt(b)}={_fmt(v)} vs {T} " + ("yes" if v == T else "no")
     return line, v == T, _wrap(ea) + op + _wrap(eb)
 
 
@@ -409,7 +409,7 @@ def guess_trace(task, rng, p_stop=GUESS_P_STOP, p_wait=0.3, max_chars=None, rule
 
 # ----------------------------------------------------------------------------- reading traces
 
-_TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: (yes|no))?")  # bounded: int() stays cheap
+_TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: vs \d{1,12})?(?: (yes|no))?")  # bounded: int() stays cheap
 FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
 
 
@@ -529,8 +529,14 @@ def generate_tasks(n, seed, n_numbers=(3, 4), rules="sos", exclude=frozenset()):
     a target uniformly among those they reach; never a canonical key in exclude."""
     rng = random.Random(seed)
     sizes = (n_numbers,) if isinstance(n_numbers, int) else tuple(n_numbers)
-    tasks, seen = [], set(exclude)
+    if not sizes or min(sizes) < 2:
+        raise ValueError(f"a Countdown task has at least 2 numbers, got sizes {sizes}")
+    tasks, seen, misses = [], set(exclude), 0
     while len(tasks) < n:
+        if misses > 50_000:  # draws in a row that found nothing new: the request cannot be met
+            raise ValueError(f"found only {len(tasks)} of {n} distinct solvable {rules} tasks with {sizes} numbers "
+                             f"after {misses} draws in a row found none: ask for fewer")
+        misses += 1
         numbers = tuple(rng.randint(*NUMBER_RANGE) for _ in range(rng.choice(sizes)))
         targets = reachable_targets(numbers, rules)
         if not targets:
@@ -539,6 +545,7 @@ def generate_tasks(n, seed, n_numbers=(3, 4), rules="sos", exclude=frozenset()):
         if canonical(task) not in seen:
             seen.add(canonical(task))
             tasks.append(task)
+            misses = 0
     return tasks
 
 

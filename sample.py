@@ -24,12 +24,13 @@ Design notes:
    sampled a segmentation the tokenizer would not produce (SFT then trains on the tokenizer's own).
 """
 
-import argparse
 import json
 import os
 import sys
 
 import torch
+
+import cli
 
 
 def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
@@ -253,56 +254,81 @@ def encode_ids(tok, text):
     return tok.encode(text, add_special_tokens=False).ids
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Sample from a checkpoint (ours or a local HF directory).")
+def get_args(argv=None):
+    from countdown import HELDOUT_MAX
+
+    ap = cli.Parser("Sample from a checkpoint (ours or a local HF directory).")
     ap.add_argument("--ckpt", required=True, help="checkpoint directory with config.json, weights, tokenizer.json")
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     mode.add_argument("--rejection", metavar="OUT.jsonl", help="rejection-sample Countdown SFT data into this file")
-    mode.add_argument("--heldout", type=int, metavar="N", help="greedy accuracy on the first N held-out tasks per size")
-    ap.add_argument("--n", type=int, default=1, help="samples per prompt")
-    ap.add_argument("--max_new_tokens", type=int, default=None, help="default 256 (--prompt), 384 (otherwise)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
-    ap.add_argument("--top_k", type=int, default=0)
-    ap.add_argument("--top_p", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min_think", type=int, default=0, help="s1: force 'Wait' if thinking closes earlier")
-    ap.add_argument("--max_think", type=int, default=None, help="s1: force '</think>' after this many tokens")
+    mode.add_argument("--heldout", type=cli.ranged(int, 1, HELDOUT_MAX), metavar="N",
+                      help="greedy accuracy on the first N held-out tasks per size")
+    ap.add_argument("--n", type=cli.COUNT, default=1, help="samples per prompt")
+    ap.add_argument("--max_new_tokens", type=cli.COUNT, default=None, help="default 256 (--prompt), 384 (otherwise)")
+    ap.add_argument("--temperature", type=cli.NONNEG, default=1.0, help="0 for greedy")
+    ap.add_argument("--top_k", type=cli.COUNT0, default=0, help="0: no top-k")
+    ap.add_argument("--top_p", type=cli.TOP_P, default=1.0)
+    ap.add_argument("--seed", type=cli.COUNT0, default=0)
+    ap.add_argument("--min_think", type=cli.COUNT0, default=0, help="s1: force 'Wait' if thinking closes earlier")
+    ap.add_argument("--max_think", type=cli.COUNT, default=None, help="s1: force '</think>' after this many tokens")
     ap.add_argument("--think_end", default="</think>")
     ap.add_argument("--wait", default="\nWait,")
     ap.add_argument("--answer_prefix", default="\n<answer>")
-    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    # rejection sampling (R1 stage 3)
-    ap.add_argument("--k", type=int, default=8, help="--rejection: samples per task")
-    ap.add_argument("--n_tasks", type=int, default=2000, help="--rejection: training tasks (never held-out ones)")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
+    # Countdown modes: rejection sampling (R1 stage 3) and held-out accuracy
+    ap.add_argument("--k", type=cli.COUNT, default=8, help="--rejection: samples per task")
+    ap.add_argument("--n_tasks", type=cli.COUNT, default=2000, help="--rejection: training tasks (never held-out ones)")
     ap.add_argument("--template", default="compact", choices=["compact", "base", "chat"])
     ap.add_argument("--rules", default="sos", choices=["sos", "any"], help="Countdown task distribution")
-    ap.add_argument("--n_numbers", default="3,4", help="numbers per task, e.g. 3 or 3,4")
-    ap.add_argument("--max_per_task", type=int, default=1, help="distinct accepted responses kept per task (0: all)")
+    ap.add_argument("--n_numbers", type=cli.sizes, default="3,4", help="numbers per task, e.g. 3 or 3,4")
+    ap.add_argument("--max_per_task", type=cli.COUNT0, default=1, help="distinct accepted responses kept per task (0: all)")
     ap.add_argument("--lenient_format", action="store_true", help="accept correct answers in any format")
-    ap.add_argument("--batch_size", type=int, default=256, help="prompts per generate call (--rejection, --heldout)")
+    ap.add_argument("--batch_size", type=cli.COUNT, default=256, help="prompts per generate call (--rejection, --heldout)")
     args = ap.parse_args(argv)
+    if args.heldout is not None and set(args.n_numbers) - {3, 4}:
+        ap.error(f"--n_numbers {','.join(map(str, args.n_numbers))}: held-out sets exist for 3 and 4 numbers")
+    if args.prompt is not None and (args.min_think or args.max_think) and not (args.think_end and args.wait):
+        ap.error("budget forcing (--min_think, --max_think) needs a non-empty --think_end and --wait")
+    if args.prompt is not None and not all(args.prompt):
+        ap.error("--prompt: an empty prompt gives the model nothing to continue")
+    if args.rejection:
+        out_dir = os.path.dirname(os.path.abspath(args.rejection))
+        if os.path.isdir(args.rejection) or not os.path.isdir(out_dir):
+            ap.error(f"--rejection {args.rejection}: not a file in an existing directory")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 256 if args.prompt is not None else 384
+    return args
+
+
+def load(args):
+    """The checkpoint's model and tokenizer, checked to belong together."""
+    from model import Transformer, check_tokenizer, load_tokenizer
+
+    model = Transformer.from_pretrained(args.ckpt, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                       device=args.device)
+    tok = load_tokenizer(args.ckpt)
+    check_tokenizer(tok, model, args.ckpt)
+    return model, tok
+
+
+def main(argv=None):
+    args = get_args(argv)
     if args.rejection:
         return rejection_main(args)
     if args.heldout is not None:
         return heldout_main(args)
-    if args.max_new_tokens is None:
-        args.max_new_tokens = 256
-
-    from model import Transformer, load_tokenizer
-
-    try:
-        dtype = getattr(torch, args.dtype) if args.dtype else None
-        model = Transformer.from_pretrained(args.ckpt, dtype=dtype, device=args.device)
-        tok = load_tokenizer(args.ckpt)
-        prompts = [encode_ids(tok, p) for p in args.prompt for _ in range(args.n)]
-        outs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                        stop_ids_for(tok), args.seed, think_end=encode_ids(tok, args.think_end),
-                        min_think=args.min_think, max_think=args.max_think, wait_ids=encode_ids(tok, args.wait),
-                        answer_prefix=encode_ids(tok, args.answer_prefix))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    model, tok = load(args)
+    prompts = [encode_ids(tok, p) for p in args.prompt for _ in range(args.n)]
+    unk = tok.token_to_id("<unk>")
+    if unk is not None and sum(p.count(unk) for p in prompts):
+        print(f"warning: {sum(p.count(unk) for p in prompts)} prompt tokens are <unk>: the tokenizer cannot spell "
+              "some of their characters", file=sys.stderr)
+    outs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                    stop_ids_for(tok), args.seed, think_end=encode_ids(tok, args.think_end),
+                    min_think=args.min_think, max_think=args.max_think, wait_ids=encode_ids(tok, args.wait),
+                    answer_prefix=encode_ids(tok, args.answer_prefix))
     for p, o in zip(prompts, outs):
         print(tok.decode(p, skip_special_tokens=False) + tok.decode(o, skip_special_tokens=False))
         print("-" * 80)
@@ -312,58 +338,32 @@ def heldout_main(args):
     """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report),
     how the wrong answers fail (countdown.failure_kind, forced_finish), and where the "yes"s come."""
     import countdown
-    from model import Transformer, load_tokenizer
 
-    try:
-        if not 1 <= args.heldout <= countdown.HELDOUT_MAX:
-            raise ValueError(f"--heldout {args.heldout}: expected 1 to {countdown.HELDOUT_MAX} tasks")
-        n_numbers = _sizes(args.n_numbers)
-        if set(n_numbers) - {3, 4}:
-            raise ValueError(f"--n_numbers {args.n_numbers!r}: held-out sets exist for 3 and 4 numbers")
-        model = Transformer.from_pretrained(args.ckpt, dtype=getattr(torch, args.dtype) if args.dtype else None,
-                                           device=args.device)
-        tok = load_tokenizer(args.ckpt)
-        max_new = 384 if args.max_new_tokens is None else args.max_new_tokens
-        for k in n_numbers:
-            tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
-            texts = sample_countdown(model, tok, tasks, args.template, max_new, args.batch_size)  # greedy
-            kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
-            acc = kinds.count("right") / len(tasks)
-            length = sum(len(tok.encode(x).ids) for x in texts) / len(texts)
-            forced = sum(countdown.forced_finish(x, t.target) for t, x, kind in zip(tasks, texts, kinds)
-                         if kind == "arithmetic slip")
-            claims = countdown.claims_by_leaf([countdown.leaf_claims(x, t.target) for t, x in zip(tasks, texts)])
-            print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks); "
-                  + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS)
-                  + f"; mean length {length:.0f} tokens\n  slips whose last line writes the target: {forced}; "
-                  + "true / all \"yes\" by leaf: " + ", ".join(f"{n} {a}/{b}" for n, (a, b) in claims.items()))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-
-
-def _sizes(text):
-    if not all(x.strip().isdigit() for x in text.split(",")):
-        raise ValueError(f"--n_numbers {text!r}: expected a size or sizes, e.g. 3 or 3,4")
-    return tuple(int(x) for x in text.split(","))
+    model, tok = load(args)
+    for k in args.n_numbers:
+        tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
+        texts = sample_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size)  # greedy
+        kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
+        acc = kinds.count("right") / len(tasks)
+        length = sum(len(tok.encode(x).ids) for x in texts) / len(texts)
+        forced = sum(countdown.forced_finish(x, t.target) for t, x, kind in zip(tasks, texts, kinds)
+                     if kind == "arithmetic slip")
+        claims = countdown.claims_by_leaf([countdown.leaf_claims(x, t.target) for t, x in zip(tasks, texts)])
+        print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks); "
+              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS)
+              + f"; mean length {length:.0f} tokens\n  slips whose last line writes the target: {forced}; "
+              + "true / all \"yes\" by leaf: " + ", ".join(f"{n} {a}/{b}" for n, (a, b) in claims.items()))
 
 
 def rejection_main(args):
     """--rejection: sample --k per training task, keep the accepted ones, write JSONL atomically."""
     import countdown
-    from model import Transformer, load_tokenizer
 
-    try:
-        n_numbers = _sizes(args.n_numbers)
-        dtype = getattr(torch, args.dtype) if args.dtype else None
-        model = Transformer.from_pretrained(args.ckpt, dtype=dtype, device=args.device)
-        tok = load_tokenizer(args.ckpt)
-        tasks = countdown.train_tasks(args.n_tasks, args.seed, n_numbers, args.rules)
-        max_new = 384 if args.max_new_tokens is None else args.max_new_tokens
-        records, stats = rejection_sample(model, tok, tasks, args.k, args.template, max_new, args.temperature,
-                                          args.seed, args.batch_size, args.max_per_task or None,
-                                          strict_format=not args.lenient_format)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    model, tok = load(args)
+    tasks = countdown.train_tasks(args.n_tasks, args.seed, args.n_numbers, args.rules)
+    records, stats = rejection_sample(model, tok, tasks, args.k, args.template, args.max_new_tokens, args.temperature,
+                                      args.seed, args.batch_size, args.max_per_task or None,
+                                      strict_format=not args.lenient_format)
     write_jsonl(args.rejection, records)
     print(f"rejection sampling: {stats['tasks']} tasks, {stats['samples']} samples, {stats['accepted']} accepted "
           f"({stats['accepted'] / max(1, stats['samples']):.1%}), {stats['solved']} tasks with one accepted or more; "
@@ -371,4 +371,4 @@ def rejection_main(args):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

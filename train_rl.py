@@ -19,7 +19,8 @@ Design notes:
 3. token-mean aggregation (DAPO) by default, with the normaliser counted over the whole batch,
    so micro-batching does not change the gradient. --agg picks GRPO's or Dr. GRPO's instead.
 4. Prompt order and sampling seeds are functions of (seed, step), and the checkpoint holds the
-   optimizer: a killed run resumed with --resume continues the same run.
+   optimizer and the KL reference's path and weights' sha256: a killed run resumed with --resume
+   continues the same run, and refuses to if the reference directory now holds another model.
 5. The held-out set is fixed (countdown.heldout_tasks); evals are greedy accuracy and pass@k.
    Every metric goes to OUT/metrics.jsonl, and OUT/curves.png plots reward, accuracy, response
    length, reflection words, KL, entropy and clip fraction against steps.
@@ -28,20 +29,19 @@ Design notes:
    [tokens, vocab] logits never exist in full (Qwen's vocabulary is 151,936).
 """
 
-import argparse
 import json
 import math
 import os
 import random
-import sys
 import time
 
 import torch
 
+import cli
 import countdown
 import kernels
 from grpo import group_advantages, group_has_signal, policy_loss
-from model import Transformer, load_tokenizer
+from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
 from sample import encode_ids, eval_countdown, generate, stop_ids_for
 
@@ -65,55 +65,64 @@ PRESETS = {
 
 
 def get_args(argv=None):
-    ap = argparse.ArgumentParser(description="GRPO on Countdown (R1-Zero recipe)")
+    ap = cli.Parser("GRPO on Countdown (R1-Zero recipe)")
     ap.add_argument("--preset", default="zero", choices=sorted(PRESETS), help="defaults for the flags below")
     ap.add_argument("--init", help="checkpoint to start from (also the KL reference)")
     ap.add_argument("--out", help="output directory (checkpoint in OUT/ckpt)")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt")
+    ap.add_argument("--resume", action="store_true", help="continue the run in OUT")
+    ap.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     ap.add_argument("--template", choices=sorted(countdown.TEMPLATES), help="prompt template")
     ap.add_argument("--rules", choices=["sos", "any"], help="Countdown task distribution")
-    ap.add_argument("--n_numbers", help="task sizes to train on, e.g. 3,4")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--pool", type=int, default=20_000, help="training tasks to draw prompts from")
-    ap.add_argument("--prompts_per_step", type=int)
-    ap.add_argument("--group_size", type=int, help="G completions per prompt")
-    ap.add_argument("--max_new_tokens", type=int)
-    ap.add_argument("--temperature", type=float)
-    ap.add_argument("--top_p", type=float, default=1.0,
+    ap.add_argument("--n_numbers", type=cli.sizes, help="task sizes to train on, e.g. 3,4")
+    ap.add_argument("--steps", type=cli.COUNT)
+    ap.add_argument("--pool", type=cli.COUNT, default=20_000, help="training tasks to draw prompts from")
+    ap.add_argument("--prompts_per_step", type=cli.COUNT)
+    ap.add_argument("--group_size", type=cli.ranged(int, 2), help="G completions per prompt")
+    ap.add_argument("--max_new_tokens", type=cli.COUNT)
+    ap.add_argument("--temperature", type=cli.POSITIVE, help="of the rollouts, and of the policy the loss trains")
+    ap.add_argument("--top_p", type=cli.TOP_P, default=1.0,
                     help="nucleus sampling for the rollouts only (the loss keeps the full distribution)")
-    ap.add_argument("--lr", type=float)
-    ap.add_argument("--warmup", type=int, default=0, help="linear learning-rate warmup over this many steps (0: none)")
-    ap.add_argument("--beta", type=float, help="KL coefficient (0: no reference model)")
+    ap.add_argument("--lr", type=cli.POSITIVE)
+    ap.add_argument("--warmup", type=cli.COUNT0, default=0, help="linear learning-rate warmup over this many steps (0: none)")
+    ap.add_argument("--beta", type=cli.NONNEG, help="KL coefficient (0: no reference model)")
     ap.add_argument("--kl", default="k3", choices=["k1", "k2", "k3"])
-    ap.add_argument("--eps_low", type=float, default=0.2)
-    ap.add_argument("--eps_high", type=float, default=0.28, help="DAPO clip-higher")
+    ap.add_argument("--eps_low", type=cli.ranged(float, 0, 1), default=0.2)
+    ap.add_argument("--eps_high", type=cli.NONNEG, default=0.28, help="DAPO clip-higher")
     ap.add_argument("--adv", default="grpo", choices=["grpo", "dr_grpo"])
     ap.add_argument("--agg", default="token-mean", choices=["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
-    ap.add_argument("--neg_weight", type=float, default=1.0,
+    ap.add_argument("--neg_weight", type=cli.NONNEG, default=1.0,
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
-    ap.add_argument("--format_score", type=float, default=0.1, help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
-    ap.add_argument("--overlong", type=int, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
-    ap.add_argument("--ppo_epochs", type=int, default=1)
-    ap.add_argument("--micro_batch", type=int, help="sequences per forward/backward")
-    ap.add_argument("--clip_grad", type=float, default=1.0)
-    ap.add_argument("--weight_decay", type=float, default=0.0)
-    ap.add_argument("--eval_every", type=int)
-    ap.add_argument("--eval_tasks", type=int, help="held-out tasks per size for greedy accuracy")
-    ap.add_argument("--pass_k", type=int, help="samples per task for pass@k")
-    ap.add_argument("--pass_k_tasks", type=int, help="held-out tasks per size for pass@k (0: skip)")
-    ap.add_argument("--save_every", type=int)
-    ap.add_argument("--stop_at", type=int, default=None, help="stop after this step, as if killed (tests resume)")
+    ap.add_argument("--format_score", type=cli.FRACTION, default=0.1,
+                    help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
+    ap.add_argument("--overlong", type=cli.COUNT0, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
+    ap.add_argument("--ppo_epochs", type=cli.COUNT, default=1)
+    ap.add_argument("--micro_batch", type=cli.COUNT, help="sequences per forward/backward")
+    ap.add_argument("--clip_grad", type=cli.POSITIVE, default=1.0)
+    ap.add_argument("--weight_decay", type=cli.NONNEG, default=0.0)
+    ap.add_argument("--eval_every", type=cli.COUNT)
+    ap.add_argument("--eval_tasks", type=cli.ranged(int, 1, countdown.HELDOUT_MAX), help="held-out tasks per size, greedy")
+    ap.add_argument("--pass_k", type=cli.COUNT, help="samples per task for pass@k")
+    ap.add_argument("--pass_k_tasks", type=cli.COUNT0, help="of the eval tasks, how many get pass_k samples (0: none)")
+    ap.add_argument("--save_every", type=cli.COUNT)
+    ap.add_argument("--stop_at", type=cli.COUNT, default=None, help="stop after this step, as if killed (tests resume)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="weights' dtype (bf16 autocast is on with CUDA)")
     ap.add_argument("--grad_ckpt", type=int, choices=[0, 1], help="gradient checkpointing")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=cli.COUNT0, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
     pre, _ = ap.parse_known_args(argv)
     ap.set_defaults(**PRESETS[pre.preset])
     args = ap.parse_args(argv)
-    args.n_numbers = tuple(int(n) for n in str(args.n_numbers).split(","))
     if args.init is None and not args.resume:
         ap.error("--init is required with this preset (a local checkpoint directory)")
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in OUT, --overwrite starts over: pick one")
+    if args.pass_k_tasks > args.eval_tasks:
+        ap.error(f"--pass_k_tasks {args.pass_k_tasks} is more than --eval_tasks {args.eval_tasks}")
+    if args.pool < args.prompts_per_step:
+        ap.error(f"--pool {args.pool} is smaller than --prompts_per_step {args.prompts_per_step}")
+    if args.overlong >= args.max_new_tokens:
+        ap.error(f"--overlong {args.overlong} must be below --max_new_tokens {args.max_new_tokens}")
     return args
 
 
@@ -260,6 +269,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                 loss.backward()
                 stats.append((int(mask[s].sum()), m))
             rec["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad).item()
+            if not math.isfinite(rec["grad_norm"]):
+                raise FloatingPointError(f"non-finite gradient norm at step {step}; stopping without saving")
             opt.step()
             opt.zero_grad(set_to_none=True)
     # 6) metrics: token-weighted means over the micro-batches
@@ -277,29 +288,38 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
 
 def main(argv=None):
     args = get_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    cli.prepare_out(args.out, args.resume, args.overwrite)
     ckpt = os.path.join(args.out, "ckpt")
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
-    model = Transformer.from_pretrained(ckpt if args.resume else args.init, dtype=dtype, device=args.device)
-    tok = load_tokenizer(ckpt if args.resume else args.init)
-    init = json.load(open(os.path.join(ckpt, "rl_init.json")))["init"] if args.resume else args.init
+    state = cli.load_train_state(checkpoint_dir(ckpt)) if args.resume else None  # ckpt, or ckpt.old after a kill
+    src = checkpoint_dir(ckpt) if args.resume else args.init
+    model = Transformer.from_pretrained(src, dtype=dtype, device=args.device)
+    tok = load_tokenizer(src)
+    check_tokenizer(tok, model, src)
+    # the KL reference: the run's --init, checked by its weights' digest on resume (design note 4)
+    reference = state["reference"] if args.resume else {"init": os.path.abspath(args.init),
+                                                         "sha256": cli.weights_digest(args.init)}
+    if args.resume and cli.weights_digest(reference["init"]) != reference["sha256"]:
+        raise ValueError(f"{reference['init']}: the run's KL reference has changed since it started (its weights' "
+                         "sha256 differs); restore it, or start a new run")
     ref = None
     if args.beta > 0:
-        ref = Transformer.from_pretrained(init, dtype=dtype, device=args.device).eval()
+        ref = Transformer.from_pretrained(reference["init"], dtype=dtype, device=args.device).eval()
         ref.requires_grad_(False)
     model.grad_ckpt = bool(args.grad_ckpt)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
     step = 0
     if args.resume:
-        state = torch.load(os.path.join(ckpt, "train_state.pt"), weights_only=False)
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
-        print(f"resumed from {ckpt} at step {step}")
+        print(f"resumed from {src} at step {step}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     pool = countdown.train_tasks(args.pool, args.seed + 1, args.n_numbers, args.rules)  # never a held-out task
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if not args.resume and os.path.exists(metrics_path):
+    if args.resume:  # rows past the checkpoint were logged by the killed run: this one logs them again
+        cli.trim_metrics(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
+    elif os.path.exists(metrics_path):  # --overwrite
         os.remove(metrics_path)
 
     def log(rec):
@@ -327,9 +347,8 @@ def main(argv=None):
         return res
 
     def save():
-        model.save_pretrained(ckpt, tokenizer=tok, train_state={"optimizer": opt.state_dict(), "step": step})
-        with open(os.path.join(ckpt, "rl_init.json"), "w") as f:
-            json.dump({"init": os.path.abspath(init)}, f)
+        model.save_pretrained(ckpt, tokenizer=tok, train_state={"optimizer": opt.state_dict(), "step": step,
+                                                                  "reference": reference})
 
     from tqdm import tqdm
 
@@ -362,7 +381,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
+    cli.main(main)

@@ -184,7 +184,7 @@ def test_train_never_contains_a_heldout_key():
 
 V = r"(\d+|\(-?\d+(?:/\d+)?\))"
 STEP = re.compile(rf"^(?:Wait, )?{V}([-+*/]){V}={V} \[(.*)\]$")
-LEAF = re.compile(rf"^(?:Wait, )?{V}([-+*/]){V}={V} (yes|no)$")
+LEAF = re.compile(rf"^(?:Wait, )?{V}([-+*/]){V}={V} vs (\d+) (yes|no)$")
 
 
 def val(s):
@@ -227,9 +227,10 @@ def check_trace(task, trace):
             results = [apply(x, o, y) for x, y in permutations(parent.elements()) for o in OPS]
             results = [r for r in results if r is not None and (sos_ok(r) or not sos)]
             hit = task.target in results
-            assert (leaf.group(5) == "yes") == hit == (i == len(lines) - 1), trace  # true checks
+            assert int(leaf.group(5)) == task.target, line  # the check names the target
+            assert (leaf.group(6) == "yes") == hit == (i == len(lines) - 1), trace  # true checks
             assert abs(c - task.target) == min(abs(r - task.target) for r in results), line
-            fails += leaf.group(5) == "no"
+            fails += leaf.group(6) == "no"
     return lines, fails
 
 
@@ -283,7 +284,7 @@ def test_optimal_traces_are_the_winning_line_only(k):
 
 def test_trace_of_a_known_task():
     assert optimal_trace(Task((36, 12, 7), 41)) == \
-        "\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>(36+12)-7</answer>"
+        "\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>(36+12)-7</answer>"
 
 
 def test_unsolvable_task_has_no_trace():
@@ -307,7 +308,7 @@ def test_dfs_traces_are_true_and_fit(rules, k):
 def test_dfs_trace_of_a_known_task():
     """By hand: 36+7=43 (2 from 41) is tried first and fails (43-12=31 is the closest), then 48."""
     assert dfs_trace(Task((36, 12, 7), 41), None) == \
-        "\n36+7=43 [43 12]\n43-12=31 no\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>(36+12)-7</answer>"
+        "\n36+7=43 [43 12]\n43-12=31 vs 41 no\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>(36+12)-7</answer>"
 
 
 def test_dfs_traces_try_children_in_order_without_skipping():

@@ -130,7 +130,8 @@ def test_cli_needs_exactly_one_of_prompt_and_rejection(mode, capsys):
     with pytest.raises(SystemExit) as e:
         sample.main(["--ckpt", "none"] + mode)
     assert e.value.code != 0
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: the usage, then one error line
+    last = capsys.readouterr().err.strip()  # one line, no usage block
+    assert "\n" not in last
     assert "error: " in last and "--prompt" in last and "--rejection" in last
 
 
