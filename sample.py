@@ -35,7 +35,7 @@ import cli
 
 def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     """Next token per row from logits (B, V): greedy at temperature 0, else top-k / top-p sampling."""
-    if temperature == 0:
+    if temperature < 1e-6:  # 0 is greedy; below 1e-6, logits / temperature could overflow to inf
         return logits.argmax(-1)
     logits = logits.float() / temperature
     if top_k and top_k < logits.shape[-1]:
@@ -165,6 +165,7 @@ def sample_countdown(model, tok, tasks, template="compact", max_new_tokens=512, 
     from countdown import TEMPLATES
 
     prompts = [encode_ids(tok, TEMPLATES[template](t)) for t in tasks for _ in range(n_samples)]
+    warn_unk(tok, prompts[::n_samples], f"the {template} template")
     texts = []
     was_training = model.training
     model.eval()
@@ -254,6 +255,16 @@ def encode_ids(tok, text):
     return tok.encode(text, add_special_tokens=False).ids
 
 
+def warn_unk(tok, prompts, what):
+    """Say (on stderr) how many prompt tokens are <unk>: text this tokenizer cannot spell, which the
+    model then reads as one unknown token (a prompt template the tokenizer was not trained for)."""
+    unk = tok.token_to_id("<unk>")
+    n = sum(p.count(unk) for p in prompts) if unk is not None else 0
+    if n:
+        print(f"warning: {n} tokens of {what} are <unk>: the tokenizer cannot spell some of their characters",
+              file=sys.stderr)
+
+
 def get_args(argv=None):
     from countdown import HELDOUT_MAX
 
@@ -321,10 +332,7 @@ def main(argv=None):
         return heldout_main(args)
     model, tok = load(args)
     prompts = [encode_ids(tok, p) for p in args.prompt for _ in range(args.n)]
-    unk = tok.token_to_id("<unk>")
-    if unk is not None and sum(p.count(unk) for p in prompts):
-        print(f"warning: {sum(p.count(unk) for p in prompts)} prompt tokens are <unk>: the tokenizer cannot spell "
-              "some of their characters", file=sys.stderr)
+    warn_unk(tok, prompts, "the prompts")
     outs = generate(model, prompts, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                     stop_ids_for(tok), args.seed, think_end=encode_ids(tok, args.think_end),
                     min_think=args.min_think, max_think=args.max_think, wait_ids=encode_ids(tok, args.wait),

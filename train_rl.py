@@ -43,7 +43,7 @@ import kernels
 from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
-from sample import encode_ids, eval_countdown, generate, stop_ids_for
+from sample import encode_ids, eval_countdown, generate, stop_ids_for, warn_unk
 
 PRESETS = {
     # R1-Zero in miniature (the main job): GRPO straight from the tiny base of stage 0, which guesses
@@ -316,6 +316,7 @@ def main(argv=None):
         print(f"resumed from {src} at step {step}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     pool = countdown.train_tasks(args.pool, args.seed + 1, args.n_numbers, args.rules)  # never a held-out task
+    warn_unk(tok, [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in pool[:100]], f"the {args.template} template")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if args.resume:  # rows past the checkpoint were logged by the killed run: this one logs them again
         cli.trim_metrics(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)

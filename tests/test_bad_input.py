@@ -136,7 +136,7 @@ def test_unreadable_tokenizer_names_the_file(tmp_path, capsys):
 def test_prompt_the_tokenizer_cannot_spell_is_warned_with_the_count(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "ck")
     sample.main(["--ckpt", str(tmp_path / "ck"), "--prompt", "12 ☃☃ 7", "--max_new_tokens", "2"])
-    assert "warning: 2 prompt tokens are <unk>" in capsys.readouterr().err
+    assert "warning: 2 tokens of the prompts are <unk>" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content,message", [
