@@ -438,34 +438,6 @@ def trace_errors(response, target):
     return slips, false_yes
 
 
-def leaf_claims(response, target):
-    """The verdict of each leaf line of the thinking, in order, judged against the line's own result:
-    "yes" or "no" when it holds, "false yes" / "false no" when it does not. Where a search claims
-    success, and whether the claim holds, tells a check from a guess by position (design note 8)."""
-    return [mt.group(5) if holds else "false " + mt.group(5)
-            for mt, _, holds in _checked_lines(response, target) if holds is not None]
-
-
-def forced_finish(response, target):
-    """True when the thinking ends in a line `a op b = target yes` whose arithmetic is wrong: the
-    result written is the target, not a op b."""
-    think = response.split("</think>")[0].rstrip()
-    checked = list(_checked_lines(think[think.rfind("\n") + 1 :], target))
-    return bool(checked) and checked[0][0].group(5) == "yes" and int(checked[0][0].group(4)) == target \
-        and not all(right for _, right, _ in checked)
-
-
-def claims_by_leaf(claims, bins=((1, 1), (2, 2), (3, 3), (4, 6), (7, 10**9))):
-    """{"leaf 3": (true yes, all yes), ...} over many responses' leaf_claims: a leaf's number is its
-    place in the trace (1 = the first leaf)."""
-    out = {}
-    for lo, hi in bins:
-        picked = [c for cl in claims for i, c in enumerate(cl, 1) if lo <= i <= hi and c.endswith("yes")]
-        name = f"leaf {lo}" if lo == hi else f"leaves {lo}-{hi}" if hi < 10**9 else f"leaves {lo}+"
-        out[name] = (picked.count("yes"), len(picked))
-    return out
-
-
 def search_behaviour(response, target):
     """What the search in a response did, as counts: its arithmetic lines and the slips among them,
     its checks (leaf lines) and their verdicts as written ("yes" / "no"), the false "yes"s (said of a
@@ -495,7 +467,7 @@ def search_behaviour(response, target):
 def behaviour_rates(tasks, texts):
     """search_behaviour over many responses (texts[i] answers tasks[i]): per response, the checks,
     slips and false "yes"s; the share of arithmetic lines that are wrong; and P(stop | yes), P(go on
-    | no) over the checks after which the response decided (stopped or went on)."""
+    | no) over the checks after which the response decided (stopped or went on); None without one."""
     tot = {}
     for task, text in zip(tasks, texts):
         for key, v in search_behaviour(text, task.target).items():
@@ -503,8 +475,8 @@ def behaviour_rates(tasks, texts):
     n, get = max(1, len(texts)), lambda key: tot.get(key, 0)
     return {"checks": get("checks") / n, "slips": get("slips") / n, "false_yes": get("false_yes") / n,
             "wrong_lines": get("slips") / max(1, get("lines")),
-            "p_stop_yes": get("stop_yes") / max(1, get("stop_yes") + get("go_yes")),
-            "p_go_no": get("go_no") / max(1, get("stop_no") + get("go_no"))}
+            "p_stop_yes": get("stop_yes") / (get("stop_yes") + get("go_yes")) if get("stop_yes") + get("go_yes") else None,
+            "p_go_no": get("go_no") / (get("stop_no") + get("go_no")) if get("stop_no") + get("go_no") else None}
 
 
 def failure_kind(task, response):

@@ -343,24 +343,32 @@ def main(argv=None):
 
 
 def heldout_main(args):
-    """--heldout N: greedy accuracy on the fixed held-out sets (the numbers train_sft/train_rl report),
-    how the wrong answers fail (countdown.failure_kind, forced_finish), and where the "yes"s come."""
+    """--heldout N: on the first N fixed held-out tasks per size (the sets train_sft/train_rl report),
+    greedy accuracy, how the wrong answers fail (countdown.failure_kind) and what the search does
+    (countdown.behaviour_rates); with --n > 1, the same for n samples per task at --temperature."""
     import countdown
+
+    def describe(tasks, texts):
+        rates = countdown.behaviour_rates(tasks, texts)
+        length = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
+        p = {key: "n/a" if rates[key] is None else f"{rates[key]:.2f}" for key in ("p_stop_yes", "p_go_no")}
+        return (f"length {length:.0f} tokens, {rates['checks']:.2f} checks, P(stop | yes) {p['p_stop_yes']}, "
+                f"P(go on | no) {p['p_go_no']}, wrong lines {rates['wrong_lines']:.1%}, "
+                f"false yes {rates['false_yes']:.2f} per response")
 
     model, tok = load(args)
     for k in args.n_numbers:
         tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
         texts = sample_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size)  # greedy
         kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
-        acc = kinds.count("right") / len(tasks)
-        length = sum(len(tok.encode(x).ids) for x in texts) / len(texts)
-        forced = sum(countdown.forced_finish(x, t.target) for t, x, kind in zip(tasks, texts, kinds)
-                     if kind == "arithmetic slip")
-        claims = countdown.claims_by_leaf([countdown.leaf_claims(x, t.target) for t, x in zip(tasks, texts)])
-        print(f"held-out greedy accuracy, {k} numbers: {acc:.1%} ({len(tasks)} tasks); "
-              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS)
-              + f"; mean length {length:.0f} tokens\n  slips whose last line writes the target: {forced}; "
-              + "true / all \"yes\" by leaf: " + ", ".join(f"{n} {a}/{b}" for n, (a, b) in claims.items()))
+        print(f"held-out, {k} numbers ({len(tasks)} tasks): greedy accuracy {kinds.count('right') / len(tasks):.1%} ("
+              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS) + "); "
+              + describe(tasks, texts))
+        if args.n > 1:
+            acc, pass_n, texts = eval_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size,
+                                                args.temperature, args.n, args.seed)
+            print(f"  {args.n} samples per task at T={args.temperature:g}: accuracy {acc:.1%}, pass@{args.n} "
+                  f"{pass_n:.1%}; " + describe([t for t in tasks for _ in range(args.n)], texts))
 
 
 def rejection_main(args):

@@ -198,7 +198,7 @@ def plot(metrics_path, out_png):
                 ax.plot(x, y, lw=0.6, alpha=0.3, color=f"C{2 * j}")
                 ax.plot(x, avg, lw=1.6, color=f"C{2 * j}", label=label)
             for k, color in (("3", "C0"), ("4", "C1")) if style != "train" else ():
-                got = [(r["step"], r[key + k]) for r in evals if key + k in r]
+                got = [(r["step"], r[key + k]) for r in evals if r.get(key + k) is not None]
                 if got:
                     ax.plot(*zip(*got), style, color=color, label=f"{label}, {k} numbers")
         ax.set_title(title)
@@ -343,7 +343,7 @@ def main(argv=None):
                     res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
                     rates = countdown.behaviour_rates([t for t in tasks for _ in range(args.pass_k)], texts)
                     res.update({f"{key}{k}": v for key, v in rates.items()})
-        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step"))
+        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step" and v is not None))
         log(res)
         return res
 

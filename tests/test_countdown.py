@@ -405,32 +405,95 @@ def test_trace_errors_hand_counted(response, errors):
     assert countdown.trace_errors(response, TASK.target) == errors
 
 
-def test_leaf_claims_judge_each_verdict_by_its_own_line():
-    r = "\n65+18=83 [83 37]\n83-37=46 no\n83-37=10 yes\n47-37=10 no\n83-37=46 yes\n</think>\n28-18=10 yes"
-    assert countdown.leaf_claims(r, 10) == ["no", "yes", "false no", "false yes"]  # "83-37=10" slips: still a yes
-    assert countdown.leaf_claims("", 10) == []
-
-
-@pytest.mark.parametrize("response,forced", [
-    ("\n49-38=11 [11 29]\n29+11=40 yes\n</think>\n<answer>29+(49-38)</answer>", False),  # right
-    ("\n49-38=11 [11 29]\n29+12=40 yes\n</think>\n<answer>x</answer>", True),  # 41 written as the target
-    ("\n49-38=11 [11 29]\n29+12=41 yes\n</think>\n<answer>x</answer>", False),  # a slip and a false yes
-    ("\n49-38=12 [12 29]\n29+11=40 yes\n</think>", False),  # the slip is not on the last line
-    ("\n29+12=40 no\n</think>", False),
-    ("29+12=40 yes", True),
-    ("", False),
-])
-def test_forced_finish_hand_labelled(response, forced):
-    assert countdown.forced_finish(response, 40) is forced
-
-
-def test_claims_by_leaf_and_yes_by_leaf_count_by_place():
-    got = countdown.claims_by_leaf([["no", "yes"], ["false yes"], ["no", "no", "yes"], ["no"] * 7 + ["false yes"]])
-    assert got == {"leaf 1": (0, 1), "leaf 2": (1, 1), "leaf 3": (1, 1), "leaves 4-6": (0, 0), "leaves 7+": (0, 1)}
-    traces = ["\n36+7=43 [43 12]\n43-12=31 no\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>x</answer>",
-              "\n36+12=48 [48 7]\n48-7=41 yes\n</think>\n<answer>x</answer>"]
+def test_yes_by_leaf_counts_by_place():
+    traces = ["\n36+7=43 [43 12]\n43-12=31 vs 41 no\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>x</answer>",
+              "\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>x</answer>"]
     assert countdown.yes_by_leaf(traces) == {1: (1, 2), 2: (1, 1)}
     rng = random.Random(0)  # the oracle teacher's third 3-number leaf nearly always says "yes"; dfs's does not
     search = countdown.yes_by_leaf([search_trace(t, rng) for t in heldout_tasks(3, 300)])
     dfs = countdown.yes_by_leaf([x for x in (dfs_trace(t, rng) for t in heldout_tasks(3, 300)) if x])
     assert search[3][0] / search[3][1] > 0.95 and dfs[3][0] / dfs[3][1] < 0.8
+
+
+# ----------------------------------------------------------------------------- R1-Zero's base corpus
+
+GUESS = re.compile(r"\n(.*)\n</think>\n<answer>(.*)</answer>", re.S)
+
+
+def split_attempts(lines, k):
+    """A guess document's lines, cut into attempts (k - 1 lines each: the moves, then the check)."""
+    assert len(lines) % (k - 1) == 0
+    return [lines[i : i + k - 1] for i in range(0, len(lines), k - 1)]
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_guess_documents_are_true_distinct_attempts_answered_by_the_last(k):
+    """Every line is right, every check names the target and says yes exactly when it is hit, every
+    value stays below GUESS_MAX_VALUE, no attempt repeats, and the answer is the last attempt's."""
+    rng = random.Random(k)
+    for task in heldout_tasks(k, 150):
+        doc = countdown.guess_trace(task, rng)
+        m = GUESS.fullmatch(doc)
+        assert m, doc
+        attempts = split_attempts(m.group(1).split("\n"), k)
+        assert len({tuple(x.removeprefix("Wait, ") for x in a) for a in attempts}) == len(attempts), doc
+        for a in attempts:
+            state = Counter(map(Fraction, task.numbers))
+            for line in a[:-1]:
+                step = STEP.match(line)
+                assert step, line
+                x, op, y, c = val(step.group(1)), step.group(2), val(step.group(3)), val(step.group(4))
+                assert apply(x, op, y) == c and 0 < c < countdown.GUESS_MAX_VALUE and c.denominator == 1, line
+                assert not Counter([x, y]) - state, line  # operands from the current state
+                state = state - Counter([x, y]) + Counter([c])
+                assert Counter(val(v) for v in step.group(5).split(" ")) == state, line
+            leaf = LEAF.match(a[-1])
+            assert leaf, a[-1]
+            x, op, y, c = val(leaf.group(1)), leaf.group(2), val(leaf.group(3)), val(leaf.group(4))
+            assert Counter([x, y]) == state and apply(x, op, y) == c and 0 < c < countdown.GUESS_MAX_VALUE, a[-1]
+            assert int(leaf.group(5)) == task.target and (leaf.group(6) == "yes") == (c == task.target), a[-1]
+        answer_value, leaves = evaluate(m.group(2), "sos")
+        assert answer_value == c and Counter(leaves) == Counter(task.numbers), doc  # the last attempt's expression
+
+
+def test_guess_documents_stop_and_say_wait_whatever_the_verdict():
+    """The stop after a check and the "Wait, " before the next attempt do not depend on the verdict:
+    the base's reflection is superficial by construction."""
+    rng, counts = random.Random(0), Counter()
+    for task in countdown.train_tasks(3000, 5, (3,)):
+        lines = GUESS.fullmatch(countdown.guess_trace(task, rng)).group(1).split("\n")
+        attempts = split_attempts(lines, 3)
+        for i, a in enumerate(attempts):
+            verdict = a[-1].rsplit(" ", 1)[1]
+            if i + 1 < len(attempts):
+                counts[verdict, "go"] += 1
+                counts[verdict, "wait"] += attempts[i + 1][0].startswith("Wait, ")
+            elif sum(len(x) + 1 for x in lines) < countdown.GUESS_CHARS[3] - 80:  # a stop, not the budget
+                counts[verdict, "stop"] += 1
+    for verdict in ("yes", "no"):
+        n = counts[verdict, "go"] + counts[verdict, "stop"]
+        assert n > 1000 and abs(counts[verdict, "stop"] / n - countdown.GUESS_P_STOP) < 0.04, (verdict, counts)
+        assert abs(counts[verdict, "wait"] / counts[verdict, "go"] - 0.3) < 0.05, (verdict, counts)
+
+
+def test_search_behaviour_counts_checks_verdicts_and_what_follows_them():
+    r = ("\n54-6=48 [48 98]\n98-48=50 vs 50 yes\n54+6=60 [60 98]\n98-60=38 vs 50 no\n"
+         "Wait, 98-54=44 [44 6]\n44+6=51 vs 50 yes\n</think>\n<answer>(98-54)+6</answer>")
+    got = countdown.search_behaviour(r, 50)
+    assert got == dict(lines=6, slips=1, checks=3, yes=2, no=1, false_yes=1, stop_yes=1, stop_no=0, go_yes=1, go_no=1)
+    cut = countdown.search_behaviour(r.split("</think>")[0], 50)  # never closed: the last check is no decision
+    assert cut["stop_yes"] == 0 and cut["go_yes"] == 1 and cut["go_no"] == 1
+    trailing = countdown.search_behaviour("\n98-60=38 vs 50 no\n98-\n</think>", 50)  # a half line after the check
+    assert trailing["stop_no"] == 0 and trailing["go_no"] == 0
+    assert countdown.search_behaviour("", 50) == dict(lines=0, slips=0, checks=0, yes=0, no=0, false_yes=0,
+                                                      stop_yes=0, stop_no=0, go_yes=0, go_no=0)
+
+
+def test_behaviour_rates_pool_the_counts_of_many_responses():
+    t = Task((98, 54, 6), 50)
+    stop_on_yes = "\n98-54=44 [44 6]\n44+6=50 vs 50 yes\n</think>\n<answer>(98-54)+6</answer>"
+    go_on_after_no = "\n54+6=60 [60 98]\n98-60=38 vs 50 no\n98-54=44 [44 6]\n44+6=50 vs 50 yes\n</think>"
+    stop_on_no = "\n54+6=60 [60 98]\n98-60=37 vs 50 no\n</think>"  # with a slip
+    rates = countdown.behaviour_rates([t, t, t], [stop_on_yes, go_on_after_no, stop_on_no])
+    assert rates == dict(checks=4 / 3, slips=1 / 3, false_yes=0.0, wrong_lines=1 / 8, p_stop_yes=1.0, p_go_no=0.5)
+    assert countdown.behaviour_rates([t], ["no checks at all"])["p_stop_yes"] is None
