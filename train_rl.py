@@ -22,8 +22,8 @@ Design notes:
    optimizer and the KL reference's path and weights' sha256: a killed run resumed with --resume
    continues the same run, and refuses to if the reference directory now holds another model.
 5. The held-out set is fixed (countdown.heldout_tasks); evals are greedy accuracy and pass@k.
-   Every metric goes to OUT/metrics.jsonl, and OUT/curves.png plots reward, accuracy, response
-   length, reflection words, KL, entropy and clip fraction against steps.
+   Every metric goes to OUT/metrics.jsonl; report.py draws OUT/curves.png from it after each eval
+   (accuracy, length, checks, what follows a check, errors, reflection, KL, entropy).
 6. Log-probs come from the final hidden states of the completion positions through
    kernels.linear_token_logprobs: lm_head and log-softmax fused over vocabulary tiles, so the
    [tokens, vocab] logits never exist in full (Qwen's vocabulary is 151,936).
@@ -42,6 +42,7 @@ import countdown
 import kernels
 from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
+from report import plot
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
 from sample import encode_ids, eval_countdown, generate, stop_ids_for, warn_unk
 
@@ -163,51 +164,6 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
         return out.view(B, L), None
     logp, entropy = out
     return logp.view(B, L), entropy.detach().view(B, L)  # the entropy is a metric
-
-
-# ------------------------------------------------------------------------------------- plotting
-
-PANELS = [  # (title, [(metric, label, style)]): "train" metrics every step, "eval" ones per size at each eval
-    ("held-out accuracy", [("eval_acc", "greedy", "o-"), ("sample_acc", "sampled", "s--")]),
-    ("training rollouts (T=1)", [("reward", "reward", "train"), ("accuracy", "accuracy", "train")]),
-    ("response length (tokens)", [("length", None, "train")]),
-    ("attempts (checks) per sampled response", [("checks", "checks", "o-")]),
-    ("what follows a check", [("p_stop_yes", "P(stop | yes)", "o-"), ("p_go_no", "P(go on | no)", "s--")]),
-    ("errors per sampled response", [("slips", "slips", "o-"), ("false_yes", "false yes", "s--")]),
-    ("reflection words / response", [("reflection", None, "train")]),
-    ("entropy, KL (nats / token)", [("entropy", "entropy", "train"), ("kl", "KL to reference", "train")]),
-]
-
-
-def plot(metrics_path, out_png):
-    """PANELS against steps: training metrics raw (faint) and as a 20-step moving average; held-out
-    ones at each eval for 3 and 4 numbers (sampled ones from pass_k samples per task)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in open(metrics_path)]
-    train, evals = [r for r in rows if "reward" in r], [r for r in rows if "eval_acc3" in r]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
-    for ax, (title, lines) in zip(axes.flat, PANELS):
-        for j, (key, label, style) in enumerate(lines):
-            if style == "train":
-                x, y = [r["step"] for r in train], [r.get(key, math.nan) for r in train]
-                avg = [sum(y[max(0, i - 19) : i + 1]) / len(y[max(0, i - 19) : i + 1]) for i in range(len(y))]
-                ax.plot(x, y, lw=0.6, alpha=0.3, color=f"C{2 * j}")
-                ax.plot(x, avg, lw=1.6, color=f"C{2 * j}", label=label)
-            for k, color in (("3", "C0"), ("4", "C1")) if style != "train" else ():
-                got = [(r["step"], r[key + k]) for r in evals if r.get(key + k) is not None]
-                if got:
-                    ax.plot(*zip(*got), style, color=color, label=f"{label}, {k} numbers")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
 
 
 def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
