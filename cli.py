@@ -66,6 +66,8 @@ def sizes(text):
 
 def prepare_out(out, resume, overwrite):
     """Make the output directory; refuse one that holds a run unless resuming or overwriting."""
+    if not out or not out.strip():
+        raise ValueError("--out is empty: name an output directory")
     held = [x for x in ("ckpt", "ckpt.old", "metrics.jsonl") if os.path.exists(os.path.join(out, x))]
     if os.path.exists(out) and not os.path.isdir(out):
         raise NotADirectoryError(f"--out {out}: exists and is not a directory")

@@ -38,6 +38,7 @@ from countdown import HELDOUT_MAX
 from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
 
+EVAL_TOKENS = 1024  # held-out evals stop here whatever --max_len (Countdown traces are under 300 tokens)
 SPECIALS = ["<|endoftext|>", "<unk>", "<think>", "</think>", "<answer>", "</answer>"]
 
 
@@ -60,7 +61,7 @@ def get_args(argv=None):
     ap.add_argument("--n_heads", type=cli.COUNT, default=4)
     ap.add_argument("--n_kv_heads", type=cli.COUNT, default=2)
     ap.add_argument("--inter_dim", type=cli.COUNT, default=384)
-    ap.add_argument("--max_len", type=cli.ranged(int, 16), default=512, help="context length; longer examples are dropped")
+    ap.add_argument("--max_len", type=cli.ranged(int, 16, 32768), default=512, help="context length; longer examples are dropped")
     # optimisation
     ap.add_argument("--steps", type=cli.COUNT, default=1200)
     ap.add_argument("--batch_size", type=cli.COUNT, default=64, help="sequences per micro-batch")
@@ -80,7 +81,7 @@ def get_args(argv=None):
     ap.add_argument("--stop_at", type=cli.COUNT, default=None, help="stop after this step, as if killed (tests resume)")
     ap.add_argument("--seed", type=cli.COUNT0, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
-    ap.add_argument("--threads", type=cli.COUNT0, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--threads", type=cli.ranged(int, 0, 256), default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.dim % args.n_heads or (args.dim // args.n_heads) % 2 or args.n_heads % args.n_kv_heads:
         ap.error(f"--dim {args.dim}, --n_heads {args.n_heads}, --n_kv_heads {args.n_kv_heads}: dim must be n_heads "
@@ -285,7 +286,7 @@ def main(argv=None):
         res = {"step": step}
         for k in (3, 4):
             tasks = countdown.heldout_tasks(k, n_tasks)
-            acc, _, texts = eval_countdown(model, tok, tasks, max_new_tokens=args.max_len - 32)
+            acc, _, texts = eval_countdown(model, tok, tasks, max_new_tokens=min(args.max_len - 32, EVAL_TOKENS))
             res[f"acc{k}"] = acc
         print(f"{'final ' if final else ''}eval @ step {step}: held-out greedy accuracy "
               f"3 numbers {res['acc3']:.1%}, 4 numbers {res['acc4']:.1%} ({n_tasks} tasks each)")

@@ -64,6 +64,8 @@ BAD_FLAGS = [
     ("sample", ["--heldout", "0"], "--heldout"), ("sample", ["--heldout", "5", "--n_numbers", "5"], "--n_numbers"),
     ("sample", ["--prompt", ""], "--prompt"), ("sample", ["--prompt", "x", "--min_think", "5", "--wait", ""], "--wait"),
     ("sample", ["--rejection", "/no/such/dir/x.jsonl"], "--rejection"), ("sample", [], "--prompt"),
+    ("train_sft", ["--threads", "100000"], "--threads"),  # tokenizers' thread pool crashed (segfault)
+    ("train_sft", ["--max_len", "100000"], "--max_len"),
 ]
 
 
@@ -174,6 +176,12 @@ def test_impossible_task_request_is_an_error_not_a_hang(tmp_path, capsys):
 
 RL = ["--steps", "2", "--prompts_per_step", "2", "--group_size", "2", "--max_new_tokens", "24", "--eval_tasks", "2",
       "--pass_k_tasks", "0", "--eval_every", "100", "--save_every", "1", "--pool", "20", "--lr", "1e-2"]
+
+
+@pytest.mark.parametrize("script", ["train_sft", "train_rl"])
+def test_empty_output_directory_name_is_refused(script, capsys, tmp_path):
+    code, err = run(script, ["--out", " ", "--init", tmp_path / "never_read"], capsys)
+    assert code == 1 and err == "error: --out is empty: name an output directory"
 
 
 def test_output_directory_with_a_run_is_never_silently_overwritten(tmp_path, capsys):
