@@ -1,7 +1,8 @@
 """
 GRPO on Countdown: R1-Zero's recipe (a rule-based reward + group-relative policy optimisation).
 
-    python train_rl.py                                   # tiny CPU run from the SFT checkpoint out/sft/ckpt
+    python train_rl.py                                   # R1-Zero: tiny CPU run from the committed guessing base
+    python train_rl.py --preset r1                       # R1's recipe: from train_sft.py's out/sft/ckpt
     python train_rl.py --preset qwen --init /path/to/Qwen2.5-3B --template base    # TinyZero, one GPU
 
 One step: draw prompts -> sample G completions each (no grad, KV cache, temperature) -> score them
@@ -48,7 +49,8 @@ from sample import encode_ids, eval_countdown, generate, stop_ids_for, warn_unk
 
 PRESETS = {
     # R1-Zero in miniature (the main job): GRPO straight from the tiny base of stage 0, which guesses
-    "zero": dict(init="out/base/ckpt", out="out/zero", template="compact", rules="sos", n_numbers="3,4",
+    # (committed; docs/r1_zero.md has the command that trains it)
+    "zero": dict(init="checkpoints/countdown-base", out="out/zero", template="compact", rules="sos", n_numbers="3,4",
                  prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
                  steps=300, micro_batch=64, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
                  save_every=50, dtype="float32", grad_ckpt=False),
