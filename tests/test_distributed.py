@@ -4,6 +4,8 @@ directory that loads in one process and resumes; a rank that fails stops the who
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -60,6 +62,19 @@ def odd_targets_score_zero():
     return real
 
 
+def rank1_hangs():
+    import parallel
+
+    real = train_sft.collate
+
+    def collate(data, ids, pad_id=0):
+        if parallel.RANK == 1:
+            time.sleep(3600)
+        return real(data, ids, pad_id)
+
+    train_sft.collate = collate
+
+
 def rank1_hits_bad_data():
     import parallel
 
@@ -78,7 +93,6 @@ def runs(tmp_path_factory):
     """One process runs SFT, then RL from the SFT checkpoint; two processes run the same under DDP,
     and under FSDP2 killed halfway (--stop_at) and resumed. In RL, odd targets score 0."""
     d = tmp_path_factory.mktemp("dist")
-    torch.set_num_threads(1)
     train_sft.main(SFT + ["--out", str(d / "sft_1")])
     init = ["--init", str(d / "sft_1" / "ckpt")]
     real = odd_targets_score_zero()
@@ -152,3 +166,19 @@ def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):
     r = torchrun(tmp_path, [["sft", SFT + ["--out", str(tmp_path / "sft"), "--dist_timeout", "1"]]], "rank1_hits_bad_data")
     assert r.returncode != 0 and time.time() - t0 < 60
     assert "error: bad data on rank 1" in r.stderr
+
+
+
+def test_a_hanging_rank_stops_the_job_after_the_timeout(tmp_path):
+    t0 = time.time()
+    r = torchrun(tmp_path, [["sft", SFT + ["--out", str(tmp_path / "sft"), "--dist_timeout", "0.05"]]], "rank1_hangs")
+    assert r.returncode != 0 and time.time() - t0 < 60
+    assert "error: " in r.stderr  # rank 0's collective timed out, with a one-line error
+
+
+def test_the_readme_torchrun_commands_parse():
+    text = open(os.path.join(REPO, "README.md")).read()
+    found = re.findall(r"torchrun [^`\n]*?(train_rl\.py|train_sft\.py)([^`\n]*)", text)
+    for script, argv in found:
+        {"train_rl.py": train_rl.get_args, "train_sft.py": train_sft.get_args}[script](shlex.split(argv))
+    assert len(found) >= 3
