@@ -213,11 +213,12 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                           "reward_std": rewards.view(-1, G).std(1).sum()}, len(tasks))}  # within-group spread
     model.train()
     stats = []
-    # the rows trained on, plus a last row that counts no token: the empty micro-batch a process runs
-    # while another process still has micro-batches to run (parallel.py note 3)
-    idx, valid, P = sequences([prompts[i] for i in rows + [0]], [completions[i] for i in rows + [0]])
+    # the rows trained on, then one more that counts no token (a copy of the first, or row 0 if none is
+    # kept): the empty micro-batch a process runs while another still has micro-batches (parallel.py note 3)
+    sel = rows + (rows[:1] or [0])
+    idx, valid, P = sequences([prompts[i] for i in sel], [completions[i] for i in sel])
     idx, valid = idx.to(args.device), valid.to(args.device)
-    mask, a = valid[:, P:].clone(), adv[rows + [0]].to(args.device)
+    mask, a = valid[:, P:].clone(), adv[sel].to(args.device)
     mask[-1] = False
     chunks = [slice(i, min(i + args.micro_batch, len(rows))) for i in range(0, len(rows), args.micro_batch)]
     # the global normalisers (design note 3) and the most micro-batches a process has: sums and max over processes
