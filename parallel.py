@@ -26,6 +26,10 @@ Design notes:
    writes. OUT must be on a file system every machine sees: the ranks read what rank 0 wrote there.
 6. A rank that raises exits non-zero (cli.main) and torchrun stops the others; should a rank hang
    instead, the others' next collective raises after --dist_timeout minutes.
+7. What FSDP saves here is what training adds to the weights: gradients and AdamW's two moments
+   (with fp32 weights, three times their size), each process holding 1/W of them. Each process still
+   holds the full weights while loading a checkpoint and while sampling (note 4), and --resume reads
+   the full optimizer state on every process before sharding it.
 """
 
 import atexit
@@ -37,15 +41,19 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+# DDP, FSDP and the state-dict helpers are imported where used: a build of torch without
+# torch.distributed still runs one process.
 RANK, WORLD = 0, 1  # this process, the number of processes: set by setup under torchrun
 DEVICE = "cpu"  # where collectives run: this rank's GPU (NCCL) or the CPU (gloo)
 
 
-def setup(device, timeout_min=30.0):
+def setup(device, timeout_min=30.0, fsdp=False):
     """Join torchrun's process group (NCCL on CUDA, gloo on CPU); return this rank's device."""
     global RANK, WORLD, DEVICE
     if "RANK" not in os.environ:
-        return device
+        if fsdp:
+            print("note: --fsdp shards over the processes torchrun starts; this is one process, unsharded")
+        return device  # one process: nothing to join, nothing to wrap (design note 1)
     if device.startswith("cuda"):
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process
         torch.cuda.set_device(device)
@@ -98,7 +106,7 @@ def plain(model):
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
     with torch.device("meta"):
         copy = Transformer(model.cfg)
-    copy.load_state_dict(state, strict=False, assign=True)
+    copy.load_state_dict(state, assign=True)
     if model.cfg.tie_embeddings:
         copy.lm_head.weight = copy.embed_tokens.weight
     return copy.train(model.training)
@@ -151,6 +159,8 @@ def optimizer_step(model, opt, clip, step):
 def save(model, opt, path, tok, **train_state):
     """Rank 0 writes the checkpoint (weights, tokenizer, optimizer, train_state); every rank must
     call it, since under FSDP the full state dicts are gathered first (design note 5)."""
+    from torch.nn.parallel import DistributedDataParallel
+
     fsdp, weights, optim = dist.is_initialized() and is_fsdp(model), None, None
     if fsdp:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -162,7 +172,7 @@ def save(model, opt, path, tok, **train_state):
         state = {"optimizer": opt.state_dict() if not fsdp else optim, **train_state}
         if dist.is_initialized():
             state["fsdp"] = fsdp
-        base = model.module if hasattr(model, "module") else model
+        base = model.module if isinstance(model, DistributedDataParallel) else model
         base.save_pretrained(path, tokenizer=tok, train_state=state, state_dict=weights)
 
 

@@ -262,7 +262,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
 
 def main(argv=None):
     args = get_args(argv)
-    args.device = parallel.setup(args.device, args.dist_timeout)
+    args.device = parallel.setup(args.device, args.dist_timeout, args.fsdp)
     if args.prompts_per_step < parallel.WORLD:
         raise ValueError(f"--prompts_per_step {args.prompts_per_step} is fewer than the {parallel.WORLD} processes "
                          "that share it (each samples whole groups)")

@@ -232,7 +232,7 @@ def main(argv=None):
     args = get_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.device = parallel.setup(args.device, args.dist_timeout)
+    args.device = parallel.setup(args.device, args.dist_timeout, args.fsdp)
     if args.batch_size < parallel.WORLD:
         raise ValueError(f"--batch_size {args.batch_size} is smaller than the {parallel.WORLD} processes that share it")
     parallel.from_rank0(lambda: cli.prepare_out(args.out, args.resume, args.overwrite))
