@@ -144,6 +144,16 @@ def from_rank0(fn):
 
 # ------------------------------------------------------------------------- shared by both scripts
 
+def sync_grads(model, on):
+    """Whether the next forward/backward reduces gradients over the ranks. Under DDP only the last
+    micro-batch before an optimizer step does (the others accumulate locally, as nanoGPT does);
+    FSDP reduce-scatters every micro-batch, which keeps its gradients sharded."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        model.require_backward_grad_sync = on
+
+
 def optimizer_step(model, opt, clip, step):
     """Clip the gradient norm, step, zero the gradients; returns the norm before clipping. A
     non-finite norm stops the run before the step (the last checkpoint stays intact)."""

@@ -235,6 +235,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         # 5) ppo_epochs x (micro-batches of gradients, one optimizer step)
         for epoch in range(args.ppo_epochs):
             for j, s in enumerate(chunks):
+                parallel.sync_grads(model, j == len(chunks) - 1)
                 with autocast:
                     logp, ent = completion_logp(model, idx[s], valid[s], P, True, args.temperature)
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mask[s], eps_low=args.eps_low,

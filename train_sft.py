@@ -322,8 +322,9 @@ def main(argv=None):
         # normaliser over the whole accumulated batch, all ranks' shares (design notes 5, 6)
         n_resp = int(parallel.gathered(torch.tensor(sum(int(m.sum()) for _, _, m in micro))).sum())
         loss_sum = 0.0
-        for x, y, mask in micro:
+        for a, (x, y, mask) in enumerate(micro):
             x, y, mask = x.to(args.device), y.to(args.device), mask.to(args.device)
+            parallel.sync_grads(model, a == len(micro) - 1)
             with autocast:
                 logp = model(x, targets=y, where=mask)  # (n,) response tokens only
             loss = -logp.sum() * parallel.WORLD / n_resp  # times W: DDP / FSDP average the ranks' gradients
