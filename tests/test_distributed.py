@@ -16,7 +16,8 @@ import torch
 import countdown
 import train_rl
 import train_sft
-from model import Transformer
+from model import ModelConfig, Transformer
+from sample import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # batch 7 splits 4 + 3 over two processes; 2 micro-batches per step
@@ -174,6 +175,19 @@ def test_a_hanging_rank_stops_the_job_after_the_timeout(tmp_path):
     r = torchrun(tmp_path, [["sft", SFT + ["--out", str(tmp_path / "sft"), "--dist_timeout", "0.05"]]], "rank1_hangs")
     assert r.returncode != 0 and time.time() - t0 < 60
     assert "error: " in r.stderr  # rank 0's collective timed out, with a one-line error
+
+
+def test_a_slice_of_the_batch_samples_what_the_whole_batch_samples():
+    """sample.py note 6, which train_rl relies on: rows row0.. of a batch of n_rows get the tokens they
+    get when one call samples the whole batch, though rows stop (and leave the cache) at other steps."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=40, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, inter_dim=64)).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(1, 40, (n,), generator=g).tolist() for n in (3, 9, 1, 6, 4, 7)]
+    kw = dict(max_new_tokens=30, temperature=1.0, stop_ids=[5, 6, 7], seed=3)
+    whole = generate(m, prompts, **kw)
+    parts = generate(m, prompts[:2], row0=0, n_rows=6, **kw) + generate(m, prompts[2:], row0=2, n_rows=6, **kw)
+    assert parts == whole and len({len(c) for c in whole}) > 3  # rows stopped at different steps
 
 
 def test_the_readme_torchrun_commands_parse():
