@@ -104,6 +104,8 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     out = [[] for _ in range(B)]
     rows = list(range(B))  # original index of each cache row
     n_rows = B if n_rows is None else n_rows
+    if row0 < 0 or row0 + B > n_rows:
+        raise ValueError(f"rows {row0}..{row0 + B - 1} are not rows of a batch of {n_rows}")
     draw = torch.arange(row0, row0 + B, device=device)  # each cache row's index in the whole batch (design note 6)
     live = torch.ones(B, dtype=torch.bool, device=device)  # cache rows still generating
     force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix) if forcing else None
