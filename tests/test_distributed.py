@@ -169,12 +169,11 @@ def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):
     assert "error: bad data on rank 1" in r.stderr
 
 
-
 def test_a_hanging_rank_stops_the_job_after_the_timeout(tmp_path):
     t0 = time.time()
     r = torchrun(tmp_path, [["sft", SFT + ["--out", str(tmp_path / "sft"), "--dist_timeout", "0.05"]]], "rank1_hangs")
     assert r.returncode != 0 and time.time() - t0 < 60
-    assert "error: " in r.stderr  # rank 0's collective timed out, with a one-line error
+    assert "error: RuntimeError" in r.stderr and "Timed out" in r.stderr  # rank 0's collective, after 3 s
 
 
 def test_a_slice_of_the_batch_samples_what_the_whole_batch_samples():
