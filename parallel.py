@@ -171,15 +171,17 @@ def save(model, opt, path, tok, **train_state):
     call it, since under FSDP the full state dicts are gathered first (design note 5)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    fsdp, weights, optim = dist.is_initialized() and is_fsdp(model), None, None
+    fsdp = dist.is_initialized() and is_fsdp(model)
+    weights = None  # the module's own state dict
     if fsdp:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                              get_optimizer_state_dict)
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # rank 0 gets all, the others nothing
-        weights, optim = get_model_state_dict(model, options=options), get_optimizer_state_dict(model, opt, options=options)
+        weights = get_model_state_dict(model, options=options)
+        optim = get_optimizer_state_dict(model, opt, options=options)
     if RANK == 0:
-        state = {"optimizer": opt.state_dict() if not fsdp else optim, **train_state}
+        state = {"optimizer": optim if fsdp else opt.state_dict(), **train_state}
         if dist.is_initialized():
             state["fsdp"] = fsdp
         base = model.module if isinstance(model, DistributedDataParallel) else model

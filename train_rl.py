@@ -222,7 +222,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     mask[-1] = False
     chunks = [slice(i, min(i + args.micro_batch, len(rows))) for i in range(0, len(rows), args.micro_batch)]
     # the global normalisers (design note 3) and the most micro-batches a process has: sums and max over processes
-    counts = parallel.gathered(torch.stack([mask.sum(), (mask.sum(1) > 0).sum(), torch.tensor(len(chunks), device=mask.device)]))
+    counts = torch.stack([mask.sum(), (mask.sum(1) > 0).sum(), torch.tensor(len(chunks), device=mask.device)])
+    counts = parallel.gathered(counts)  # (processes, 3)
     n_tokens, n_seqs, n_chunks = counts[:, 0].sum(), counts[:, 1].sum(), int(counts[:, 2].max())
     if n_chunks:
         chunks += [slice(len(rows), len(rows) + 1)] * (n_chunks - len(chunks))
