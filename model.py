@@ -21,6 +21,10 @@ Design notes:
    PATH, and loading falls back to it (`checkpoint_dir`); PATH.tmp is never read.
 6. Loading refuses what would silently give a wrong model: weights that are not finite, a file that
    is not what its name says (a config that is not a JSON object, a truncated safetensors).
+7. The training losses need log p(target) at some positions, not logits. `forward(..., targets=,
+   where=)` returns them through kernels.linear_token_logprobs, so the lm_head runs inside forward:
+   under DDP or FSDP (parallel.py) forward is the one call the wrapper sees, and FSDP gathers a
+   module's weights only for its own forward.
 """
 
 import json
@@ -32,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
+
+import kernels
 
 
 @dataclass
@@ -204,7 +210,8 @@ class Transformer(nn.Module):
         p = self.embed_tokens.weight
         return KVCache(self.cfg, batch_size, max_len, device=p.device, dtype=p.dtype)
 
-    def forward(self, idx, valid=None, cache=None, return_hidden=False):
+    def forward(self, idx, valid=None, cache=None, return_hidden=False, targets=None, where=None, temperature=1.0,
+                with_entropy=False):
         """Run the decoder.
 
         Args:
@@ -213,8 +220,11 @@ class Transformer(nn.Module):
                 outputs that callers ignore; they never influence real tokens.
             cache: a KVCache to continue; idx then fills slots [cache.len, cache.len + T).
             return_hidden: return the final normed hidden states (B, T, dim) instead of logits.
+            targets, where: (B, T) next-token ids and a bool mask of the positions to score: return
+                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 7).
         Returns:
-            logits (B, T, vocab) in the model's dtype, or hidden states.
+            logits (B, T, vocab) in the model's dtype, or hidden states, or log-probs (n,) fp32 for the
+            n positions of `where` in row-major order (with_entropy: (log-probs, entropies)).
         """
         B, T = idx.shape
         if valid is None and cache is None:
@@ -255,6 +265,9 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.len += T
         x = self.norm(x)
+        if targets is not None:  # lm_head fused with the log-softmax: the (n, vocab) logits never exist in full
+            return kernels.linear_token_logprobs(x[where], self.lm_head.weight, targets[where], temperature,
+                                                 with_entropy)
         return x if return_hidden else self.lm_head(x)
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -297,11 +310,13 @@ class Transformer(nn.Module):
         model.hf_config = hf
         return model.eval()
 
-    def save_pretrained(self, path, tokenizer=None, train_state=None):
+    def save_pretrained(self, path, tokenizer=None, train_state=None, state_dict=None):
         """Write config.json + model.safetensors (+ tokenizer.json, + train_state.pt), atomically, in HF names.
 
         train_state: anything torch.save takes (optimizer, step, RNG), kept in the same directory so
         weights and the state to resume them can never come from two different saves.
+        state_dict: the weights to write, when this module holds only a shard of them (FSDP: the full
+            state dict gathered by parallel.save); None writes this module's own.
         """
         from safetensors.torch import save_file
 
@@ -309,9 +324,10 @@ class Transformer(nn.Module):
         tmp, old = path + ".tmp", path + ".old"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        state = {hf_key(k): v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = self.state_dict() if state_dict is None else state_dict
+        state = {hf_key(k): v.detach().contiguous().cpu() for k, v in state.items()}
         if self.cfg.tie_embeddings:
-            state.pop("lm_head.weight")
+            state.pop("lm_head.weight", None)
         save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         dtype = str(self.embed_tokens.weight.dtype).replace("torch.", "")
         with open(os.path.join(tmp, "config.json"), "w") as f:

@@ -17,7 +17,12 @@ Design notes:
 4. A row's length budget counts steps, rolled-back tokens included, so a row never runs past
    `max_new_tokens` steps and the cache never overflows.
 5. Stop tokens are kept at the end of the completion: RL must learn to emit them too.
-6. Rejection sampling (R1 stage 3): k samples per training task, kept when correct and (by
+6. Random draws belong to (row, step), not to the cache layout: each step draws one uniform for
+   every row of the whole batch, even finished ones, and a row takes its own. A row's sample is then
+   a function of the seed, its index and its own tokens, whatever other rows do; with `row0` and
+   `n_rows` a process that samples rows row0.. of a batch of n_rows (train_rl.py under torchrun,
+   parallel.py) gets exactly the draws those rows get when one process samples them all.
+7. Rejection sampling (R1 stage 3): k samples per training task, kept when correct and (by
    default) in the strict think/answer format; one distinct response per task unless asked for
    more. A kept response is the decoded completion minus a trailing end-of-text, which
    train_sft.encode_pairs appends back, so it re-encodes to the generated ids, unless the model
@@ -33,8 +38,9 @@ import torch
 import cli
 
 
-def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """Next token per row from logits (B, V): greedy at temperature 0, else top-k / top-p sampling."""
+def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=None):
+    """Next token per row from logits (B, V): greedy at temperature 0, else top-k / top-p sampling
+    (u: the (B, 1) uniforms to sample with; None draws them from generator)."""
     if temperature < 1e-6:  # 0 is greedy; below 1e-6, logits / temperature could overflow to inf
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -49,13 +55,14 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     # inverse-CDF sampling: one uniform per row (torch.multinomial draws one exponential per vocab entry)
     cdf = logits.softmax(-1).cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) if u is None else u
+    u = u * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
 
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(), seed=None,
-             pad_id=0, think_end=None, min_think=0, max_think=None, wait_ids=(), answer_prefix=()):
+             pad_id=0, think_end=None, min_think=0, max_think=None, wait_ids=(), answer_prefix=(), row0=0, n_rows=None):
     """Sample a completion for each prompt.
 
     Args:
@@ -65,6 +72,8 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         think_end: token ids closing the thinking (e.g. `</think>`); enables budget forcing.
         min_think / max_think: thinking budget in tokens (s1); wait_ids replace an early think_end,
             answer_prefix follows a forced think_end.
+        row0, n_rows: these prompts are rows row0 .. row0 + len(prompts) - 1 of a batch of n_rows
+            (default: the whole batch), for the random draws (design note 6).
     Returns:
         list of completions (token-id lists), one per prompt.
     """
@@ -94,10 +103,15 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
 
     out = [[] for _ in range(B)]
     rows = list(range(B))  # original index of each cache row
+    n_rows = B if n_rows is None else n_rows
+    if row0 < 0 or row0 + B > n_rows:
+        raise ValueError(f"rows {row0}..{row0 + B - 1} are not rows of a batch of {n_rows}")
+    draw = torch.arange(row0, row0 + B, device=device)  # each cache row's index in the whole batch (design note 6)
     live = torch.ones(B, dtype=torch.bool, device=device)  # cache rows still generating
     force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix) if forcing else None
     for step in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_k, top_p, gen)
+        u = torch.rand(n_rows, 1, device=device, generator=gen)[draw]  # (rows in cache, 1)
+        nxt = sample_next(logits, temperature, top_k, top_p, u=u)
         if force:
             nxt = force(nxt, rows, live, out, cache, slot=P + step)
         for r, t, alive in zip(rows, nxt.tolist(), live.tolist()):
@@ -111,7 +125,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         if n_live <= 0.75 * len(rows):  # compact: finished rows stop costing compute
             keep = live.nonzero().squeeze(1)
             cache.keep_rows(keep)
-            rows = [rows[i] for i in keep.tolist()]
+            rows, draw = [rows[i] for i in keep.tolist()], draw[keep]
             nxt, live = nxt[keep], live[keep]
         logits = model(nxt[:, None], valid=live[:, None], cache=cache)[:, -1]
     return out

@@ -28,10 +28,17 @@ Design notes:
 6. Log-probs come from the final hidden states of the completion positions through
    kernels.linear_token_logprobs: lm_head and log-softmax fused over vocabulary tiles, so the
    [tokens, vocab] logits never exist in full (Qwen's vocabulary is 151,936).
+7. Under torchrun (parallel.py) --prompts_per_step stays the whole step: each rank samples a run of
+   whole groups (rewards and advantages need nothing from the other ranks), with the random draws
+   its rows would get in one process (sample.py note 6), and n_tokens / n_seqs are summed over
+   ranks. N processes then take the steps one process takes, up to float rounding (a row's logits
+   depend in the last bits on the batch it is computed in: a token sampled right at a boundary of
+   the cumulative distribution could in principle differ).
+
+    torchrun --standalone --nproc_per_node=8 train_rl.py --preset qwen --init DIR    # --fsdp: shard it
 """
 
 import json
-import math
 import os
 import random
 import time
@@ -40,7 +47,7 @@ import torch
 
 import cli
 import countdown
-import kernels
+import parallel
 from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
 from report import plot
@@ -113,6 +120,10 @@ def get_args(argv=None):
     ap.add_argument("--grad_ckpt", type=int, choices=[0, 1], help="gradient checkpointing")
     ap.add_argument("--seed", type=cli.COUNT0, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
+    ap.add_argument("--fsdp", action="store_true",
+                    help="under torchrun: shard the policy and the reference with FSDP2 (default: DDP)")
+    ap.add_argument("--dist_timeout", type=cli.POSITIVE, default=30.0,
+                    help="under torchrun: minutes a rank waits for the others before the job stops")
     pre, _ = ap.parse_known_args(argv)
     ap.set_defaults(**PRESETS[pre.preset])
     args = ap.parse_args(argv)
@@ -158,10 +169,11 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
     describe the distribution the rollouts came from (as verl does). The lm_head runs on the
     completion positions only, fused with the log-softmax (design note 6)."""
-    h = model(idx[:, :-1], valid=valid[:, :-1], return_hidden=True)[:, P - 1 :]  # (B, L, dim)
-    B, L, dim = h.shape
-    out = kernels.linear_token_logprobs(h.reshape(B * L, dim), model.lm_head.weight, idx[:, P:].reshape(B * L),
-                                        temperature, with_entropy)  # (B * L,), never the (B * L, vocab) logits
+    B, L = idx.shape[0], idx.shape[1] - P
+    where = torch.zeros(B, P + L - 1, dtype=torch.bool, device=idx.device)
+    where[:, P - 1 :] = True  # the positions that predict completion tokens
+    out = model(idx[:, :-1], valid=valid[:, :-1], targets=idx[:, 1:], where=where, temperature=temperature,
+                with_entropy=with_entropy)  # (B * L,), never the (B * L, vocab) logits
     if not with_entropy:
         return out.view(B, L), None
     logp, entropy = out
@@ -172,12 +184,15 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     """One GRPO step on these prompts: rollouts, rewards, advantages, log-probs, update(s), metrics."""
     t0 = time.time()
     G, template = args.group_size, countdown.TEMPLATES[args.template]
+    lo, hi = parallel.split(len(tasks))  # this process's groups (all of them in one process; design note 7)
+    n_all, tasks = len(tasks), tasks[lo:hi]
     # 1) rollouts: G samples per prompt, no grad, KV cache
     prompts = [encode_ids(tok, template(t)) for t in tasks for _ in range(G)]
-    model.eval()
+    sampler = parallel.plain(model).eval()
     with autocast:
-        completions = generate(model, prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                               stop_ids=stop_ids_for(tok), seed=args.seed * 1_000_003 + step)
+        completions = generate(sampler, prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                               stop_ids=stop_ids_for(tok), seed=args.seed * 1_000_003 + step, row0=lo * G,
+                               n_rows=n_all * G)
     t_gen = time.time() - t0
     # 2) rewards (shaped) and pure accuracy, kept apart
     texts = [tok.decode(c, skip_special_tokens=False) for c in completions]
@@ -192,20 +207,28 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     signal = group_has_signal(rewards, G)  # (n_prompts,)
     keep = torch.ones(len(prompts), dtype=torch.bool) if args.keep_equal else signal.repeat_interleave(G)
     rows = keep.nonzero().squeeze(1).tolist()
-    rec = {"step": step, "reward": rewards.mean().item(), "accuracy": sum(correct) / len(correct),
-           "format": sum(format_reward("<think>" + x) for x in texts) / len(texts),
-           "length": sum(map(len, completions)) / len(completions),
-           "reflection": sum(reflection_count(x) for x in texts) / len(texts),
-           "groups_with_signal": signal.float().mean().item(),
-           "reward_std": rewards.view(-1, G).std(1).mean().item()}  # within-group spread: what GRPO learns from
+    # metrics of the whole step: sums over this process's rows and groups, then over all processes
+    rec = {"step": step, **parallel.means({
+        "reward": rewards.sum(), "accuracy": sum(correct), "format": sum(format_reward("<think>" + x) for x in texts),
+        "length": sum(map(len, completions)), "reflection": sum(reflection_count(x) for x in texts)}, len(prompts)),
+        **parallel.means({"groups_with_signal": signal.sum(),
+                          "reward_std": rewards.view(-1, G).std(1).sum()}, len(tasks))}  # within-group spread
     model.train()
     stats = []
-    if rows:
-        idx, valid, P = sequences([prompts[i] for i in rows], [completions[i] for i in rows])
-        idx, valid = idx.to(args.device), valid.to(args.device)
-        mask, a = valid[:, P:], adv[rows].to(args.device)
-        n_tokens, n_seqs = mask.sum(), (mask.sum(1) > 0).sum()  # global normalisers (design note 3)
-        chunks = [slice(i, i + args.micro_batch) for i in range(0, len(rows), args.micro_batch)]
+    # the rows trained on, then one more that counts no token (a copy of the first, or row 0 if none is
+    # kept): the empty micro-batch a process runs while another still has micro-batches (parallel.py note 3)
+    sel = rows + (rows[:1] or [0])
+    idx, valid, P = sequences([prompts[i] for i in sel], [completions[i] for i in sel])
+    idx, valid = idx.to(args.device), valid.to(args.device)
+    mask, a = valid[:, P:].clone(), adv[sel].to(args.device)
+    mask[-1] = False
+    chunks = [slice(i, min(i + args.micro_batch, len(rows))) for i in range(0, len(rows), args.micro_batch)]
+    # the global normalisers (design note 3) and the most micro-batches a process has: sums and max over processes
+    counts = torch.stack([mask.sum(), (mask.sum(1) > 0).sum(), torch.tensor(len(chunks), device=mask.device)])
+    counts = parallel.gathered(counts)  # (processes, 3)
+    n_tokens, n_seqs, n_chunks = counts[:, 0].sum(), counts[:, 1].sum(), int(counts[:, 2].max())
+    if n_chunks:
+        chunks += [slice(len(rows), len(rows) + 1)] * (n_chunks - len(chunks))
         # 4) log-probs: the frozen reference's now; the behaviour policy's are the first epoch's (design note 1)
         ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)
         if ref is not None:
@@ -215,6 +238,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         # 5) ppo_epochs x (micro-batches of gradients, one optimizer step)
         for epoch in range(args.ppo_epochs):
             for j, s in enumerate(chunks):
+                parallel.sync_grads(model, j == len(chunks) - 1)
                 with autocast:
                     logp, ent = completion_logp(model, idx[s], valid[s], P, True, args.temperature)
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mask[s], eps_low=args.eps_low,
@@ -224,18 +248,14 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                     old_logp[j] = logp.detach()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at step {step}; stopping without saving")
-                loss.backward()
+                (loss * parallel.WORLD).backward()  # times W: DDP / FSDP average the processes' gradients
                 stats.append((int(mask[s].sum()), m))
-            rec["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad).item()
-            if not math.isfinite(rec["grad_norm"]):
-                raise FloatingPointError(f"non-finite gradient norm at step {step}; stopping without saving")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    # 6) metrics: token-weighted means over the micro-batches
+            rec["grad_norm"] = parallel.optimizer_step(model, opt, args.clip_grad, step)
+    # 6) metrics: token-weighted means over the micro-batches (of all processes)
     n = sum(w for w, _ in stats)
-    for key in ("kl", "entropy", "clip_frac_low", "clip_frac_high"):
-        if n:
-            rec[key] = sum(w * m[key] for w, m in stats) / n
+    if n_chunks and n_tokens:
+        keys = ("kl", "entropy", "clip_frac_low", "clip_frac_high")
+        rec.update(parallel.means({k: sum(w * m[k] for w, m in stats if w) for k in keys}, n))
     if "clip_frac_low" in rec:
         rec["clip_frac"] = rec["clip_frac_low"] + rec["clip_frac_high"]
     rec.update(time=time.time() - t0, time_gen=t_gen)
@@ -246,7 +266,11 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
 
 def main(argv=None):
     args = get_args(argv)
-    cli.prepare_out(args.out, args.resume, args.overwrite)
+    args.device = parallel.setup(args.device, args.dist_timeout, args.fsdp)
+    if args.prompts_per_step < parallel.WORLD:
+        raise ValueError(f"--prompts_per_step {args.prompts_per_step} is fewer than the {parallel.WORLD} processes "
+                         "that share it (each samples whole groups)")
+    parallel.from_rank0(lambda: cli.prepare_out(args.out, args.resume, args.overwrite))
     ckpt = os.path.join(args.out, "ckpt")
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
@@ -264,39 +288,41 @@ def main(argv=None):
     ref = None
     if args.beta > 0:
         ref = Transformer.from_pretrained(reference["init"], dtype=dtype, device=args.device).eval()
-        ref.requires_grad_(False)
+        ref = parallel.wrap(ref.requires_grad_(False), args.fsdp, frozen=True)
     model.grad_ckpt = bool(args.grad_ckpt)
+    model = parallel.wrap(model, args.fsdp)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
     step = 0
     if args.resume:
-        opt.load_state_dict(state["optimizer"])
+        parallel.load_optimizer(model, opt, state)
         step = state["step"]
         print(f"resumed from {src} at step {step}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     pool = countdown.train_tasks(args.pool, args.seed + 1, args.n_numbers, args.rules)  # never a held-out task
     warn_unk(tok, [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in pool[:100]], f"the {args.template} template")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if args.resume:  # rows past the checkpoint were logged by the killed run: this one logs them again
+    if parallel.RANK == 0 and args.resume:  # rows past the checkpoint were logged by the killed run: logged again
         cli.trim_metrics(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
-    elif os.path.exists(metrics_path):  # --overwrite
+    elif parallel.RANK == 0 and os.path.exists(metrics_path):  # --overwrite
         os.remove(metrics_path)
 
     def log(rec):
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if parallel.RANK == 0:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
 
     def evaluate():
         """Greedy accuracy on eval_tasks held-out tasks per size; on the first pass_k_tasks of them,
         pass_k samples each at T=1: sampled accuracy, pass@k, length and what the search does."""
-        res = {"step": step}
+        res, plain = {"step": step}, parallel.plain(model)  # every process evaluates the same (parallel.py note 4)
         with autocast:
             for k in (3, 4):
                 tasks = countdown.heldout_tasks(k, args.eval_tasks, args.rules)
-                res[f"eval_acc{k}"], _, _ = eval_countdown(model, tok, tasks, args.template, args.max_new_tokens)
+                res[f"eval_acc{k}"], _, _ = eval_countdown(plain, tok, tasks, args.template, args.max_new_tokens)
                 if args.pass_k_tasks:
                     tasks = tasks[: args.pass_k_tasks]
                     res[f"sample_acc{k}"], res[f"pass@{args.pass_k}_{k}"], texts = eval_countdown(
-                        model, tok, tasks, args.template, args.max_new_tokens, temperature=1.0,
+                        plain, tok, tasks, args.template, args.max_new_tokens, temperature=1.0,
                         n_samples=args.pass_k, seed=12345)
                     res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
                     rates = countdown.behaviour_rates([t for t in tasks for _ in range(args.pass_k)], texts)
@@ -306,14 +332,13 @@ def main(argv=None):
         return res
 
     def save():
-        model.save_pretrained(ckpt, tokenizer=tok, train_state={"optimizer": opt.state_dict(), "step": step,
-                                                                  "reference": reference})
+        parallel.save(model, opt, ckpt, tok, step=step, reference=reference)
 
     from tqdm import tqdm
 
     if step == 0:
         evaluate()
-    bar = tqdm(total=args.steps, initial=step, desc="grpo", disable=None)
+    bar = tqdm(total=args.steps, initial=step, desc="grpo", disable=parallel.RANK > 0 or None)
     while step < args.steps:
         for group in opt.param_groups:  # linear warmup, then constant
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
@@ -325,13 +350,16 @@ def main(argv=None):
         bar.set_postfix(reward=f"{rec['reward']:.2f}", acc=f"{rec['accuracy']:.2f}", len=f"{rec['length']:.0f}")
         if step % args.eval_every == 0 or step == args.steps:
             evaluate()
-            plot(metrics_path, os.path.join(args.out, "curves.png"))
+            if parallel.RANK == 0:
+                plot(metrics_path, os.path.join(args.out, "curves.png"))
         if step % args.save_every == 0 or step == args.steps or step == args.stop_at:
             save()
         if step == args.stop_at:
             print(f"stopping at step {step} as asked (--stop_at)")
             return None
     bar.close()
+    if parallel.RANK:
+        return None
     evals = [json.loads(line) for line in open(metrics_path) if "eval_acc3" in line]
     first, last = evals[0], evals[-1]
     print(f"held-out greedy accuracy, step {first['step']} -> {last['step']}: "

@@ -20,6 +20,11 @@ Design notes:
    directory, written atomically by save_pretrained. --resume continues bit for bit on a CPU.
 5. The loss is normalised by the number of response tokens in the whole accumulated batch, so
    gradient accumulation gives the gradient of the big batch.
+6. Under torchrun (parallel.py) --batch_size stays the whole micro-batch: each rank takes every
+   W-th sequence of it and the response-token count is summed over ranks, so N processes take the
+   steps one process takes.
+
+    torchrun --standalone --nproc_per_node=4 train_sft.py --data traces.jsonl --init DIR   # --fsdp: shard it
 """
 
 import argparse
@@ -33,7 +38,7 @@ import time
 import torch
 
 import cli
-import kernels
+import parallel
 from countdown import HELDOUT_MAX
 from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
@@ -82,6 +87,9 @@ def get_args(argv=None):
     ap.add_argument("--seed", type=cli.COUNT0, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
     ap.add_argument("--threads", type=cli.ranged(int, 0, 256), default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 (default: DDP)")
+    ap.add_argument("--dist_timeout", type=cli.POSITIVE, default=30.0,
+                    help="under torchrun: minutes a rank waits for the others before the job stops")
     args = ap.parse_args(argv)
     if args.dim % args.n_heads or (args.dim // args.n_heads) % 2 or args.n_heads % args.n_kv_heads:
         ap.error(f"--dim {args.dim}, --n_heads {args.n_heads}, --n_kv_heads {args.n_kv_heads}: dim must be n_heads "
@@ -224,7 +232,10 @@ def main(argv=None):
     args = get_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cli.prepare_out(args.out, args.resume, args.overwrite)
+    args.device = parallel.setup(args.device, args.dist_timeout, args.fsdp)
+    if args.batch_size < parallel.WORLD:
+        raise ValueError(f"--batch_size {args.batch_size} is smaller than the {parallel.WORLD} processes that share it")
+    parallel.from_rank0(lambda: cli.prepare_out(args.out, args.resume, args.overwrite))
     ckpt = os.path.join(args.out, "ckpt")
     resume_dir = checkpoint_dir(ckpt) if args.resume else None  # ckpt, or ckpt.old after a killed save
     torch.manual_seed(args.seed)
@@ -232,7 +243,7 @@ def main(argv=None):
 
     # data and tokenizer
     if args.data is None:
-        train_path, tok = cold_start_data(args)
+        train_path, tok = parallel.from_rank0(lambda: cold_start_data(args))
     else:
         train_path, tok = args.data, load_tokenizer(resume_dir or args.init)
     data = encode_pairs(tok, read_jsonl(train_path), args.max_len)
@@ -252,7 +263,8 @@ def main(argv=None):
                           rope_theta=10000.0)
         model = Transformer(cfg).to(args.device)
     check_tokenizer(tok, model, args.init or resume_dir or "the new tokenizer")
-    model.train()
+    print(f"model: {n_params(model) / 1e6:.2f}M parameters, {model.cfg}")
+    model = parallel.wrap(model, args.fsdp).train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -260,33 +272,32 @@ def main(argv=None):
     step = 0
     if args.resume:
         state = cli.load_train_state(resume_dir)
-        opt.load_state_dict(state["optimizer"])
+        parallel.load_optimizer(model, opt, state)
         step = state["step"]
         print(f"resumed from {resume_dir} at step {step}")
-    print(f"model: {n_params(model) / 1e6:.2f}M parameters, {model.cfg}")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     per_epoch = len(epoch_batches(data, args.batch_size, args.seed, 0))
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if args.resume:  # rows past the checkpoint were logged by the killed run: this one logs them again
+    if args.resume and parallel.RANK == 0:  # rows past the checkpoint were logged by the killed run: logged again
         cli.trim_metrics(metrics_path, lambda r: r["step"] <= step and r.get("eval") != "final")
-    metrics_f = open(metrics_path, "a" if args.resume else "w")
+    metrics_f = open(metrics_path, "a" if args.resume else "w") if parallel.RANK == 0 else None
 
     def log(rec):
-        metrics_f.write(json.dumps(rec) + "\n")
-        metrics_f.flush()
+        if metrics_f:
+            metrics_f.write(json.dumps(rec) + "\n")
+            metrics_f.flush()
 
     def save():
-        model.save_pretrained(ckpt, tokenizer=tok, train_state={"optimizer": opt.state_dict(), "step": step,
-                                                                  "args": vars(args)})
+        parallel.save(model, opt, ckpt, tok, step=step, args=vars(args))
 
     def evaluate(n_tasks, final=False):
         import countdown
 
-        res = {"step": step}
+        res, plain = {"step": step}, parallel.plain(model)
         for k in (3, 4):
             tasks = countdown.heldout_tasks(k, n_tasks)
-            acc, _, texts = eval_countdown(model, tok, tasks, max_new_tokens=min(args.max_len - 32, EVAL_TOKENS))
+            acc, _, texts = eval_countdown(plain, tok, tasks, max_new_tokens=min(args.max_len - 32, EVAL_TOKENS))
             res[f"acc{k}"] = acc
         print(f"{'final ' if final else ''}eval @ step {step}: held-out greedy accuracy "
               f"3 numbers {res['acc3']:.1%}, 4 numbers {res['acc4']:.1%} ({n_tasks} tasks each)")
@@ -295,7 +306,7 @@ def main(argv=None):
 
     from tqdm import tqdm
 
-    bar = tqdm(total=args.steps, initial=step, desc="sft", disable=None)
+    bar = tqdm(total=args.steps, initial=step, desc="sft", disable=parallel.RANK > 0 or None)
     t0, batches, batches_epoch = time.time(), None, -1
     while step < args.steps:
         lr = lr_at(step, args)
@@ -307,23 +318,23 @@ def main(argv=None):
             if i // per_epoch != batches_epoch:
                 batches_epoch = i // per_epoch
                 batches = epoch_batches(data, args.batch_size, args.seed, batches_epoch)
-            micro.append(collate(data, batches[i % per_epoch]))
-        n_resp = sum(int(m.sum()) for _, _, m in micro)  # normaliser over the whole accumulated batch
+            micro.append(collate(data, batches[i % per_epoch][parallel.RANK :: parallel.WORLD]))  # this rank's share
+        # normaliser over the whole accumulated batch, all ranks' shares (design notes 5, 6)
+        n_resp = int(parallel.gathered(torch.tensor(sum(int(m.sum()) for _, _, m in micro))).sum())
         loss_sum = 0.0
-        for x, y, mask in micro:
+        for a, (x, y, mask) in enumerate(micro):
             x, y, mask = x.to(args.device), y.to(args.device), mask.to(args.device)
+            parallel.sync_grads(model, a == len(micro) - 1)
             with autocast:
-                h = model(x, return_hidden=True)  # (B, T, dim)
-                logp = kernels.linear_token_logprobs(h[mask], model.lm_head.weight, y[mask])  # (n,) response only
-            loss = -logp.sum() / n_resp
+                logp = model(x, targets=y, where=mask)  # (n,) response tokens only
+            loss = -logp.sum() * parallel.WORLD / n_resp  # times W: DDP / FSDP average the ranks' gradients
             loss.backward()
             loss_sum += loss.item()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
-        if not math.isfinite(loss_sum) or not math.isfinite(gnorm):
-            raise FloatingPointError(f"non-finite loss ({loss_sum}) or gradient norm ({gnorm}) at step {step}; "
-                                     f"stopping without saving (the last checkpoint in {args.out} is intact)")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss_sum = parallel.means({"loss": loss_sum}, 1)["loss"]  # the mean over ranks of W x their share
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"non-finite loss ({loss_sum}) at step {step}; stopping without saving "
+                                     f"(the last checkpoint in {args.out} is intact)")
+        gnorm = parallel.optimizer_step(model, opt, args.clip, step)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
