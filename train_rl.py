@@ -59,7 +59,7 @@ PRESETS = {
     # (committed; docs/r1_zero.md has the command that trains it)
     "zero": dict(init="checkpoints/countdown-base", out="out/zero", template="compact", rules="sos", n_numbers="3,4",
                  prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
-                 steps=300, micro_batch=64, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
+                 steps=150, micro_batch=64, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
                  save_every=50, dtype="float32", grad_ckpt=False),
     # R1's recipe on the same CPU: GRPO from an SFT checkpoint (train_sft.py's cold start on search traces)
     "r1": dict(init="out/sft/ckpt", out="out/rl", template="compact", rules="sos", n_numbers="3,4",
