@@ -14,8 +14,9 @@ Design notes:
    (E, D, I), the layout of transformers 5.x modules in memory). Both load; we write per-expert.
 3. MoE settings Qwen's config.json has no field for (sigmoid scores, groups, scaling, balancing) are
    written under DeepSeek-V3's names (`scoring_func`, `n_group`, `topk_group`,
-   `routed_scaling_factor`, `n_shared_experts`) and read back from any model_type; our layers that
-   stay dense are all listed in `mlp_only_layers`. transformers loads such a checkpoint with our
+   `routed_scaling_factor`, `n_shared_experts`, `first_k_dense_replace`) and read back from any
+   model_type; every layer that stays dense is also listed in `mlp_only_layers`, which is how
+   transformers learns of `first_k_dense`. transformers loads such a checkpoint with our
    logits when its routing is Qwen's (softmax, one group, scaling 1, zero bias).
 4. Loading never guesses: an unknown `model_type`, an unsupported feature (rope scaling, sliding
    window, MLP bias, DeepSeek's MLA attention), a missing, unexpected or mis-shaped tensor is a
@@ -227,6 +228,7 @@ def moe_config_from_hf(hf, mt):
     inter = hf["moe_intermediate_size"]
     shared = hf.get("shared_expert_intermediate_size") or 0  # Qwen2-MoE: one shared expert this wide
     n_shared = hf.get("n_shared_experts", 1 if shared else 0)
+    first_k, every = hf.get("first_k_dense_replace", 0), hf.get("decoder_sparse_step", 1)
     return dict(
         n_routed_experts=n_experts,
         top_k=hf["num_experts_per_tok"],
@@ -239,9 +241,10 @@ def moe_config_from_hf(hf, mt):
         routed_scaling_factor=hf.get("routed_scaling_factor", 1.0),
         n_groups=hf.get("n_group") or 1,
         topk_groups=hf.get("topk_group") or 1,
-        first_k_dense=hf.get("first_k_dense_replace", 0),
-        moe_every=hf.get("decoder_sparse_step", 1),
-        dense_layers=tuple(hf.get("mlp_only_layers") or ()),
+        first_k_dense=first_k,
+        moe_every=every,
+        # our saves list every dense layer in mlp_only_layers (for transformers): keep only those the rules miss
+        dense_layers=tuple(i for i in hf.get("mlp_only_layers") or () if i >= first_k and (i + 1) % every == 0),
         bias_update_speed=hf.get("bias_update_speed", 1e-3),
         aux_loss_alpha=hf.get("aux_loss_alpha", 0.0),
     )
@@ -298,9 +301,9 @@ def config_to_hf(cfg, base, dtype):
                   n_shared_experts=cfg.n_shared_experts,
                   shared_expert_gate=cfg.shared_expert_gate,
                   norm_topk_prob=cfg.norm_topk_prob,
-                  decoder_sparse_step=1,
+                  decoder_sparse_step=cfg.moe_every,
                   mlp_only_layers=[i for i in range(cfg.n_layers) if not cfg.is_moe(i)],
-                  first_k_dense_replace=0,
+                  first_k_dense_replace=cfg.first_k_dense,
                   scoring_func=cfg.score_func,
                   routed_scaling_factor=cfg.routed_scaling_factor,
                   n_group=cfg.n_groups,

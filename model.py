@@ -476,6 +476,15 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def n_active_params(model):
+    """Parameters one token runs through: an MoE layer's routed experts count top_k times, not E."""
+    n = n_params(model)
+    for m in model.modules():
+        if isinstance(m, MoE):
+            n -= sum(p.numel() for p in m.experts.parameters()) * (1 - m.cfg.top_k / m.cfg.n_routed_experts)
+    return int(n)
+
+
 if __name__ == "__main__":
     m = Transformer(ModelConfig())
     print(m.cfg, f"{n_params(m) / 1e6:.2f}M parameters", sep="\n")

@@ -251,6 +251,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                 (loss * parallel.WORLD).backward()  # times W: DDP / FSDP average the processes' gradients
                 stats.append((int(mask[s].sum()), m))
             rec["grad_norm"] = parallel.optimizer_step(model, opt, args.clip_grad, step)
+            rec.update(parallel.expert_load(model))  # MoE: max/mean load and dead experts per layer ({} if dense)
     # 6) metrics: token-weighted means over the micro-batches (of all processes)
     n = sum(w for w, _ in stats)
     if n_chunks and n_tokens:
