@@ -195,3 +195,17 @@ def test_the_readme_torchrun_commands_parse():
     for script, argv in found:
         {"train_rl.py": train_rl.get_args, "train_sft.py": train_sft.get_args}[script](shlex.split(argv))
     assert len(found) >= 3
+
+
+def test_moe_under_ddp_takes_the_steps_of_one_process(tmp_path):
+    """--moe under DDP: the expert loads are summed over the processes before the balancing step, so
+    the routers' biases (and all weights) equal one process's; experts that get no token on a
+    process still get their (zero) gradient, or DDP would wait for it forever."""
+    moe = SFT + ["--moe", "--bias_update_speed", "0.01"]
+    train_sft.main(moe + ["--out", str(tmp_path / "one")])
+    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]]])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "ddp")
+    assert max_diff(two, one) < 1e-5
+    bias = [k for k in one if k.endswith("e_score_correction_bias")]
+    assert bias and all(one[k].abs().max() > 0 for k in bias)  # balancing did move them
