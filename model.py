@@ -299,20 +299,16 @@ class MoE(nn.Module):
         weights, indices, scores = self.gate(x)  # (N, K), (N, K), (N, E)
         flat = indices.flatten()  # (N * K,) the expert of each (token, slot) pair
         order = flat.argsort(stable=True)  # pairs sorted by expert
-        counts = torch.bincount(flat, minlength=E)
+        counts = torch.bincount(flat, minlength=E).tolist()  # pairs per expert
         tokens = order // K  # the token of each sorted pair
         xs = x[tokens]  # (N * K, D)
-        outs, start = [], 0
-        for i, n in enumerate(counts.tolist()):
-            if n:
-                outs.append(self.experts[i](xs[start : start + n]))
-                start += n
+        outs = [expert(part) for expert, part in zip(self.experts, xs.split(counts)) if len(part)]  # once each
         ys = torch.cat(outs) * weights.flatten()[order, None]  # (N * K, D)
         y = torch.zeros_like(x).index_add_(0, tokens, ys)
         if torch.is_grad_enabled():  # an expert with no tokens still gets a (zero) gradient, as DDP needs
-            for i, n in enumerate(counts.tolist()):
-                if not n:
-                    y = y + 0 * sum(p.sum() for p in self.experts[i].parameters())
+            idle = [p for expert, n in zip(self.experts, counts) if not n for p in expert.parameters()]
+            if idle:
+                y = y + 0 * sum(p.sum() for p in idle)
         if self.cfg.shared_inter_dim:
             shared = self.shared_experts(x)
             if self.cfg.shared_expert_gate:
