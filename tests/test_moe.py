@@ -267,3 +267,18 @@ def test_deepseek_v3_says_mla_is_not_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "deepseek_v3"}))
     with pytest.raises(ValueError, match="MLA"):
         Transformer.from_pretrained(tmp_path)
+
+
+def test_gradient_checkpointing_counts_each_load_twice():
+    """The recompute in backward counts the routing again: every count doubles, so the sign of
+    mean - load, the balancing step, is the one without checkpointing."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(**MOE)).train()
+    idx = torch.randint(0, 53, (2, 10))
+    m(idx).sum().backward()
+    plain = [b.mlp.load.clone() for b in m.layers]
+    for b in m.layers:
+        b.mlp.load = None
+    m.grad_ckpt = True
+    m(idx).sum().backward()
+    assert all(torch.equal(b.mlp.load, 2 * p) for b, p in zip(m.layers, plain))
