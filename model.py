@@ -31,6 +31,7 @@ Design notes:
    module's weights only for its own forward.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -264,6 +265,19 @@ class AddAuxLoss(torch.autograd.Function):
         return grad, grad.new_ones((), dtype=ctx.loss_dtype)
 
 
+class Recompute:
+    """While gradient checkpointing recomputes a block in the backward pass: its MoE layer has
+    counted these tokens in the forward already."""
+
+    active = False
+
+    def __enter__(self):
+        Recompute.active = True
+
+    def __exit__(self, *exc):
+        Recompute.active = False
+
+
 class MoE(nn.Module):
     """DeepSeek-V3's MoE feed-forward: shared experts on every token plus top_k routed experts.
 
@@ -316,10 +330,11 @@ class MoE(nn.Module):
             y = y + shared
         real = None if valid is None else valid.reshape(-1)  # (N,)
         if self.training and torch.is_grad_enabled():
-            pairs = flat if real is None else indices[real].flatten()
-            load = torch.bincount(pairs, minlength=E)
-            self.load = load if self.load is None else self.load + load
-            if self.cfg.aux_loss_alpha > 0:
+            if not Recompute.active:
+                pairs = flat if real is None else indices[real].flatten()
+                load = torch.bincount(pairs, minlength=E)
+                self.load = load if self.load is None else self.load + load
+            if self.cfg.aux_loss_alpha > 0:  # (recomputed too: the backward needs its saved tensors)
                 y = AddAuxLoss.apply(y, self.aux_loss(scores, indices, real, B, T))
         return y.view(B, T, D)
 
@@ -436,9 +451,9 @@ class Transformer(nn.Module):
         load_mask = valid if load_mask is None else load_mask
         for i, block in enumerate(self.layers):
             if self.grad_ckpt and self.training and torch.is_grad_enabled():  # recompute activations in backward
-                # (an MoE layer then counts its load twice, in the forward and in the recompute: every
-                # count doubles, which leaves sign(mean - load) and so the balancing step unchanged)
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, 0, load_mask, use_reentrant=False)
+                # (in the recompute, MoE layers do not count their load a second time: Recompute)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, 0, load_mask, use_reentrant=False,
+                                                      context_fn=lambda: (contextlib.nullcontext(), Recompute()))
             else:
                 x = block(x, cos, sin, mask, cache, i, load_mask)
         if cache is not None:

@@ -73,9 +73,8 @@ def test_killed_and_resumed_rl_run_equals_uninterrupted_run(tmp_path):
 
 
 def test_moe_rl_run_balances_and_resumes_exactly(tmp_path):
-    """GRPO on an MoE policy, with gradient checkpointing (which recomputes, and so counts, each
-    load twice: the balancing step is the same): the biases move, the logs carry the expert load,
-    and a resumed run equals the unbroken one."""
+    """GRPO on an MoE policy, with gradient checkpointing: the biases move, the logs carry the expert
+    load, and a resumed run equals the unbroken one."""
     tiny_countdown_checkpoint(tmp_path / "init", n_routed_experts=4, top_k=2, moe_inter_dim=16, n_shared_experts=1,
                               score_func="sigmoid", bias_update_speed=0.01)
     run = RL + ["--init", str(tmp_path / "init"), "--grad_ckpt", "1"]
