@@ -97,6 +97,8 @@ def save(model, path, tokenizer=None, train_state=None, state_dict=None):
         state.pop("lm_head.weight", None)
     dtype = str(model.embed_tokens.weight.dtype).replace("torch.", "")
     hf = config_to_hf(model.cfg, model.hf_config, dtype)
+    # a zero balancing bias is left out: Qwen checkpoints have none, and a missing one loads as zero (note 4)
+    state = {k: v for k, v in state.items() if not (k.endswith("e_score_correction_bias") and not v.any())}
     if hf["model_type"] == "qwen2_moe":  # Qwen2-MoE's one shared expert
         state = {k.replace(".mlp.shared_experts.", ".mlp.shared_expert."): v for k, v in state.items()}
     save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})

@@ -243,7 +243,9 @@ def test_moe_save_pretrained_loads_in_transformers_with_same_logits(kind, tmp_pa
     hf_moe(kind).save_pretrained(tmp_path / "a")
     ours = Transformer.from_pretrained(tmp_path / "a")
     ours.save_pretrained(tmp_path / "b")
-    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "b").eval()
+    ref, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "b", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ref.eval()
     assert type(ref).__name__ == {"qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}[kind]
     idx = torch.randint(0, TINY["vocab_size"], (2, 21))
     with torch.no_grad():
@@ -257,7 +259,9 @@ def test_from_scratch_moe_saves_as_qwen2_moe_that_transformers_loads(tmp_path):
                       shared_expert_gate=True, norm_topk_prob=False, first_k_dense=1)
     ours = Transformer(cfg).eval()
     ours.save_pretrained(tmp_path)
-    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ref, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ref.eval()
     idx = torch.randint(0, 97, (2, 15))
     with torch.no_grad():
         assert (ours(idx) - ref(idx).logits).abs().max().item() <= 1e-4
