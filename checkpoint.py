@@ -238,7 +238,7 @@ def moe_config_from_hf(hf, mt):
         n_shared_experts=n_shared,
         shared_inter_dim=shared or n_shared * inter,
         shared_expert_gate=hf.get("shared_expert_gate", mt == "qwen2_moe" and bool(n_shared)),
-        score_func=hf.get("scoring_func", "softmax"),
+        score_func=hf.get("scoring_func") or ("sigmoid" if mt == "deepseek_v3" else "softmax"),
         norm_topk_prob=hf.get("norm_topk_prob", False),
         routed_scaling_factor=hf.get("routed_scaling_factor", 1.0),
         n_groups=hf.get("n_group") or 1,

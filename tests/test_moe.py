@@ -267,6 +267,31 @@ def test_from_scratch_moe_saves_as_qwen2_moe_that_transformers_loads(tmp_path):
         assert (ours(idx) - ref(idx).logits).abs().max().item() <= 1e-4
 
 
+def test_moe_layer_equals_transformers_deepseek_v3_moe():
+    """DeepSeek-V3's routing (sigmoid, bias for selection only, groups of experts, normalised and
+    scaled weights, shared experts), layer against layer: their module's tensors (fused experts) go
+    through our checkpoint naming. (Whole DeepSeek-V3 checkpoints need MLA, which we lack.)"""
+    from checkpoint import experts_from_hf, moe_config_from_hf
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
+    hf = transformers.DeepseekV3Config(hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
+                                       n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2,
+                                       n_shared_experts=2, routed_scaling_factor=2.5, norm_topk_prob=True)
+    torch.manual_seed(0)
+    ref = DeepseekV3MoE(hf).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        ref.gate.e_score_correction_bias.copy_(torch.randn(8) * 0.1)
+    cfg = ModelConfig(**{**MOE, **moe_config_from_hf(hf.to_dict(), "deepseek_v3"), "dim": 32})
+    assert (cfg.score_func, cfg.n_groups, cfg.topk_groups, cfg.shared_inter_dim) == ("sigmoid", 4, 2, 32)
+    ours = MoE(cfg).eval()
+    state = experts_from_hf({"model.layers.0.mlp." + k: v for k, v in ref.state_dict().items()})
+    ours.load_state_dict({k[len("model.layers.0.mlp."):]: v for k, v in state.items()})
+    x = torch.randn(2, 25, 32)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() <= 1e-5
+
+
 def test_deepseek_v3_says_mla_is_not_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "deepseek_v3"}))
     with pytest.raises(ValueError, match="MLA"):
