@@ -198,14 +198,25 @@ def test_the_readme_torchrun_commands_parse():
 
 
 def test_moe_under_ddp_takes_the_steps_of_one_process(tmp_path):
-    """--moe under DDP: the expert loads are summed over the processes before the balancing step, so
-    the routers' biases (and all weights) equal one process's; experts that get no token on a
-    process still get their (zero) gradient, or DDP would wait for it forever."""
+    """--moe under DDP, SFT then RL: the expert loads are summed over the processes before the
+    balancing step, so the routers' biases (and all weights) equal one process's; experts that get no
+    token on a process still get their (zero) gradient, or DDP would wait for it forever. (In RL one
+    process runs an empty micro-batch, odd targets scoring 0; train_rl counts its row as no load,
+    though at this size counting it would not flip any sign either.)"""
     moe = SFT + ["--moe", "--bias_update_speed", "0.01"]
+    rl = RL + ["--init", str(tmp_path / "one" / "ckpt")]
     train_sft.main(moe + ["--out", str(tmp_path / "one")])
-    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]]])
+    real = odd_targets_score_zero()
+    try:
+        train_rl.main(rl + ["--out", str(tmp_path / "rl_one")])
+    finally:
+        train_rl.countdown_reward = real
+    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]], ["rl", rl + ["--out", str(tmp_path / "rl_ddp")]]],
+                 patch="odd_targets_score_zero")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    one, two = weights(tmp_path / "one"), weights(tmp_path / "ddp")
-    assert max_diff(two, one) < 1e-5
-    bias = [k for k in one if k.endswith("e_score_correction_bias")]
-    assert bias and all(one[k].abs().max() > 0 for k in bias)  # balancing did move them
+    for one, two in (("one", "ddp"), ("rl_one", "rl_ddp")):
+        a, b = weights(tmp_path / one), weights(tmp_path / two)
+        assert max_diff(a, b) < 1e-5
+        bias = [k for k in a if k.endswith("e_score_correction_bias")]
+        assert bias and all(a[k].abs().max() > 0 for k in bias)  # balancing did move them
+    assert max_diff(weights(tmp_path / "rl_one"), weights(tmp_path / "one")) > 1e-3  # RL did train
