@@ -23,6 +23,10 @@ Design notes:
 6. Under torchrun (parallel.py) --batch_size stays the whole micro-batch: each rank takes every
    W-th sequence of it and the response-token count is summed over ranks, so N processes take the
    steps one process takes.
+7. --moe trains the cold-start model with MoE layers (model.py) of the dense model's active width.
+   The routers' balancing bias moves after every optimizer step (parallel.optimizer_step), from
+   the expert load of the step's real tokens (right padding excluded); the logs carry each MoE
+   layer's max/mean load and dead experts.
 
     torchrun --standalone --nproc_per_node=4 train_sft.py --data traces.jsonl --init DIR   # --fsdp: shard it
 """
