@@ -197,8 +197,8 @@ def test_the_readme_torchrun_commands_parse():
     assert len(found) >= 3
 
 
-def test_moe_under_ddp_takes_the_steps_of_one_process(tmp_path):
-    """--moe under DDP, SFT then RL: the expert loads are summed over the processes before the
+def test_moe_under_ddp_and_fsdp_takes_the_steps_of_one_process(tmp_path):
+    """--moe under DDP (SFT, then RL) and FSDP2 (SFT): the expert loads are summed over the processes before the
     balancing step, so the routers' biases (and all weights) equal one process's; experts that get no
     token on a process still get their (zero) gradient, or DDP would wait for it forever. (In RL one
     process runs an empty micro-batch, odd targets scoring 0; train_rl counts its row as no load,
@@ -211,10 +211,10 @@ def test_moe_under_ddp_takes_the_steps_of_one_process(tmp_path):
         train_rl.main(rl + ["--out", str(tmp_path / "rl_one")])
     finally:
         train_rl.countdown_reward = real
-    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]], ["rl", rl + ["--out", str(tmp_path / "rl_ddp")]]],
-                 patch="odd_targets_score_zero")
+    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]], ["rl", rl + ["--out", str(tmp_path / "rl_ddp")]],
+                            ["sft", moe + ["--out", str(tmp_path / "fsdp"), "--fsdp"]]], patch="odd_targets_score_zero")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for one, two in (("one", "ddp"), ("rl_one", "rl_ddp")):
+    for one, two in (("one", "ddp"), ("rl_one", "rl_ddp"), ("one", "fsdp")):
         a, b = weights(tmp_path / one), weights(tmp_path / two)
         assert max_diff(a, b) < 1e-5
         bias = [k for k in a if k.endswith("e_score_correction_bias")]
