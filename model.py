@@ -411,7 +411,7 @@ class Transformer(nn.Module):
             cache: a KVCache to continue; idx then fills slots [cache.len, cache.len + T).
             return_hidden: return the final normed hidden states (B, T, dim) instead of logits.
             targets, where: (B, T) next-token ids and a bool mask of the positions to score: return
-                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 7).
+                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 6).
             load_mask: (B, T) bool, the tokens that count toward MoE expert load (None: valid, or all).
         Returns:
             logits (B, T, vocab) in the model's dtype, or hidden states, or log-probs (n,) fp32 for the
