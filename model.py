@@ -1,5 +1,5 @@
 """
-The r1-mini transformer: a dense decoder that loads and saves Hugging Face checkpoints.
+The r1-mini transformer: a decoder, dense or MoE, that loads and saves Hugging Face checkpoints.
 
 Design notes:
 1. One architecture covers Qwen2, Llama and Qwen3: RMSNorm, RoPE, grouped-query attention, SwiGLU.
@@ -8,28 +8,30 @@ Design notes:
    then cast back then times weight; half-split RoPE with cos/sin computed in fp32; causal SDPA),
    so logits agree with theirs to float rounding.
 2. Module names are the Hugging Face ones (`q_proj`, `gate_proj`, `input_layernorm`, ...), so a
-   checkpoint key is just "model." + our key (`lm_head.weight` excepted): no renaming table.
+   checkpoint key is just "model." + our key (`lm_head.weight` excepted). Loading and saving
+   (atomic, refusing anything that would give a silently wrong model) live in checkpoint.py.
 3. Padding and caching share one mechanism: a boolean `valid` mask over token slots. Positions are
    counted over valid slots only, so left padding, ragged batches and rolled-back tokens (budget
    forcing) all get the positions a lone, unpadded sequence would get. The KV cache is preallocated
    once (`[layers, B, n_kv_heads, max_len, head_dim]`) and filled in place.
-4. Loading never guesses: an unknown `model_type`, an unsupported feature (rope scaling, sliding
-   window, MLP bias), a missing, unexpected or mis-shaped tensor is a one-line error, never a
-   silently random model. Nothing here downloads anything.
-5. Saving survives a kill at any instant: write into PATH.tmp, move PATH aside to PATH.old, move
-   PATH.tmp to PATH, delete PATH.old. A kill between the two moves leaves PATH.old complete and no
-   PATH, and loading falls back to it (`checkpoint_dir`); PATH.tmp is never read.
-6. Loading refuses what would silently give a wrong model: weights that are not finite, a file that
-   is not what its name says (a config that is not a JSON object, a truncated safetensors).
-7. The training losses need log p(target) at some positions, not logits. `forward(..., targets=,
+4. MoE is opt-in (`n_routed_experts` > 0) and DeepSeek-V3's: shared experts plus top_k routed
+   ones, softmax or sigmoid scores, optional group-limited routing, the first `first_k_dense`
+   layers dense. Balancing is auxiliary-loss-free: a per-expert bias, a buffer, shifts which experts
+   are selected and is moved after each optimizer step by `gamma * sign(mean_load - load)`
+   (parallel.optimizer_step); the gate weights come from the unbiased scores. An optional
+   sequence-wise auxiliary loss joins the backward pass through the layer's output (AddAuxLoss).
+   Qwen2-MoE's sigmoid-gated shared expert and Qwen3-MoE's layer rules load from transformers'
+   checkpoints with their logits. A dense config builds exactly the modules, and draws exactly the
+   random numbers, it did before MoE existed.
+5. Dispatch sorts (token, expert) pairs by expert and runs each expert once on its slice, as
+   DeepSeek-V3's inference code does; a Python loop over experts, never over tokens.
+6. The training losses need log p(target) at some positions, not logits. `forward(..., targets=,
    where=)` returns them through kernels.linear_token_logprobs, so the lm_head runs inside forward:
    under DDP or FSDP (parallel.py) forward is the one call the wrapper sees, and FSDP gathers a
    module's weights only for its own forward.
 """
 
-import json
-import os
-import shutil
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+import checkpoint
 import kernels
+from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer  # noqa: F401 (the scripts import them from here)
 
 
 @dataclass
@@ -56,6 +60,27 @@ class ModelConfig:
     o_bias: bool = False  # Llama / Qwen3 `attention_bias` also puts a bias on o_proj
     qk_norm: bool = False  # Qwen3
     tie_embeddings: bool = True
+    # moe (DeepSeek-V3 style; n_routed_experts = 0: every layer dense)
+    n_routed_experts: int = 0
+    n_shared_experts: int = 0  # always-on experts, run as one SwiGLU of width shared_inter_dim
+    top_k: int = 2  # routed experts per token
+    moe_inter_dim: int = 0  # width of one routed expert (0: inter_dim)
+    shared_inter_dim: int = 0  # width of the shared experts together (0: n_shared_experts * moe_inter_dim)
+    shared_expert_gate: bool = False  # qwen2_moe: the shared output is scaled by sigmoid(w . x)
+    score_func: str = "softmax"  # router scores: "softmax" (Qwen) or "sigmoid" (DeepSeek-V3)
+    norm_topk_prob: bool = True  # normalise the top_k gate weights to sum to 1
+    routed_scaling_factor: float = 1.0  # gate weights are multiplied by this
+    n_groups: int = 1  # group-limited routing: experts form n_groups groups, a token picks from topk_groups
+    topk_groups: int = 1
+    first_k_dense: int = 0  # the first layers stay dense (DeepSeek-V3 first_k_dense_replace)
+    moe_every: int = 1  # MoE at layers i with (i + 1) % moe_every == 0 (Qwen decoder_sparse_step)
+    dense_layers: tuple = ()  # layers that stay dense whatever the rules above (Qwen mlp_only_layers)
+    bias_update_speed: float = 1e-3  # gamma of auxiliary-loss-free balancing (0: off)
+    aux_loss_alpha: float = 0.0  # sequence-wise auxiliary balance loss (0: off)
+
+    def is_moe(self, layer):
+        return (self.n_routed_experts > 0 and layer >= self.first_k_dense and (layer + 1) % self.moe_every == 0
+                and layer not in self.dense_layers)
 
     def __post_init__(self):
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "inter_dim", "max_seq_len"):
@@ -72,6 +97,19 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        self.dense_layers = tuple(self.dense_layers)
+        if self.n_routed_experts:
+            self.moe_inter_dim = self.moe_inter_dim or self.inter_dim
+            self.shared_inter_dim = self.shared_inter_dim or self.n_shared_experts * self.moe_inter_dim
+            if not 1 <= self.top_k <= self.n_routed_experts:
+                raise ValueError(f"top_k={self.top_k} must be between 1 and n_routed_experts={self.n_routed_experts}")
+            if self.score_func not in ("softmax", "sigmoid"):
+                raise ValueError(f"score_func must be 'softmax' or 'sigmoid', got {self.score_func!r}")
+            if self.n_routed_experts % self.n_groups or not 1 <= self.topk_groups <= self.n_groups:
+                raise ValueError(f"n_groups={self.n_groups} must divide n_routed_experts={self.n_routed_experts}, "
+                                 f"and topk_groups={self.topk_groups} be between 1 and n_groups")
+            if self.top_k > self.topk_groups * self.n_routed_experts // self.n_groups:
+                raise ValueError(f"top_k={self.top_k} is more than the experts in topk_groups={self.topk_groups} groups")
 
 
 class RMSNorm(nn.Module):
@@ -172,17 +210,167 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class Block(nn.Module):
+class Gate(nn.Module):
+    """The router: scores every routed expert for every token and picks top_k of them.
+
+    Selection ranks `score + bias` (the bias is auxiliary-loss-free balancing's, a buffer moved by
+    `MoE.update_bias`, never by gradients); the gate weights are the unbiased scores of the chosen
+    experts, so balancing changes which experts a token visits, not how much each one counts.
+    """
+
     def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts))  # fp32 (DeepSeek-V3's name)
+
+    def forward(self, x):
+        """
+        Args:
+            x: (N, dim) tokens.
+        Returns:
+            weights (N, top_k) in x's dtype, indices (N, top_k) of the chosen experts, and the
+            unbiased scores (N, n_routed_experts) fp32 (for the auxiliary loss).
+        """
+        cfg = self.cfg
+        logits = F.linear(x, self.weight)  # (N, E), scored in fp32 (or fp64) as transformers does
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        scores = logits.softmax(-1) if cfg.score_func == "softmax" else logits.sigmoid()
+        biased = scores + self.e_score_correction_bias
+        if cfg.n_groups > 1:  # group-limited routing: keep the topk_groups groups with the best top-2 sums
+            groups = biased.view(len(x), cfg.n_groups, -1)  # (N, G, E / G)
+            group_scores = groups.topk(min(2, groups.shape[-1]), dim=-1)[0].sum(-1)  # (N, G)
+            keep = group_scores.topk(cfg.topk_groups, dim=-1)[1]  # (N, topk_groups)
+            mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, keep, False)  # True: dropped group
+            biased = groups.masked_fill(mask[..., None], float("-inf")).flatten(1)
+        indices = biased.topk(cfg.top_k, dim=-1)[1]  # (N, top_k)
+        weights = scores.gather(1, indices)
+        if cfg.norm_topk_prob:
+            weights = weights / weights.sum(-1, keepdim=True)
+        return (weights * cfg.routed_scaling_factor).to(x.dtype), indices, scores
+
+
+class AddAuxLoss(torch.autograd.Function):
+    """y = x in the forward; the backward also sends gradient 1 into `loss`. The auxiliary loss so
+    joins whatever loss is backpropagated through the layer's output, and the training scripts need
+    not know it exists (as DeepSeek-V2's HF code does it)."""
+
+    @staticmethod
+    def forward(ctx, x, loss):
+        ctx.loss_dtype = loss.dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad.new_ones((), dtype=ctx.loss_dtype)
+
+
+class Recompute:
+    """While gradient checkpointing recomputes a block in the backward pass: its MoE layer has
+    counted these tokens in the forward already."""
+
+    active = False
+
+    def __enter__(self):
+        Recompute.active = True
+
+    def __exit__(self, *exc):
+        Recompute.active = False
+
+
+class MoE(nn.Module):
+    """DeepSeek-V3's MoE feed-forward: shared experts on every token plus top_k routed experts.
+
+    Dispatch: the (token, expert) pairs are sorted by expert and each expert runs once on its slice,
+    then the weighted outputs are summed back per token (index_add). No loop over tokens.
+    Training forwards (train mode, gradients on) count the tokens each expert received in `load`
+    (padding excluded); `update_bias` turns the counts into the balancing step and clears them.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.gate = Gate(cfg)
+        self.experts = nn.ModuleList(MLP(cfg.dim, cfg.moe_inter_dim) for _ in range(cfg.n_routed_experts))
+        if cfg.shared_inter_dim:
+            self.shared_experts = MLP(cfg.dim, cfg.shared_inter_dim)
+        if cfg.shared_expert_gate:
+            self.shared_expert_gate = nn.Linear(cfg.dim, 1, bias=False)
+        self.load = None  # (E,) int64 tokens routed since the last update; a plain tensor, not a buffer
+        self.last_load = None  # the load of the last update, for the logs
+
+    def forward(self, x, valid=None):
+        """
+        Args:
+            x: (B, T, dim).
+            valid: (B, T) bool, False for padding (None: all real); padding does not count as load.
+        Returns:
+            (B, T, dim).
+        """
+        B, T, D = x.shape
+        E, K = self.cfg.n_routed_experts, self.cfg.top_k
+        x = x.reshape(-1, D)  # (N, D)
+        weights, indices, scores = self.gate(x)  # (N, K), (N, K), (N, E)
+        flat = indices.flatten()  # (N * K,) the expert of each (token, slot) pair
+        order = flat.argsort(stable=True)  # pairs sorted by expert
+        counts = torch.bincount(flat, minlength=E).tolist()  # pairs per expert
+        tokens = order // K  # the token of each sorted pair
+        xs = x[tokens]  # (N * K, D)
+        outs = [expert(part) for expert, part in zip(self.experts, xs.split(counts)) if len(part)]  # once each
+        ys = torch.cat(outs) * weights.flatten()[order, None]  # (N * K, D)
+        y = torch.zeros_like(x).index_add_(0, tokens, ys)
+        if torch.is_grad_enabled():  # an expert with no tokens still gets a (zero) gradient, as DDP needs
+            idle = [p for expert, n in zip(self.experts, counts) if not n for p in expert.parameters()]
+            if idle:
+                y = y + 0 * sum(p.sum() for p in idle)
+        if self.cfg.shared_inter_dim:
+            shared = self.shared_experts(x)
+            if self.cfg.shared_expert_gate:
+                shared = torch.sigmoid(self.shared_expert_gate(x)) * shared
+            y = y + shared
+        real = None if valid is None else valid.reshape(-1)  # (N,)
+        if self.training and torch.is_grad_enabled():
+            if not Recompute.active:
+                pairs = flat if real is None else indices[real].flatten()
+                load = torch.bincount(pairs, minlength=E)
+                self.load = load if self.load is None else self.load + load
+            if self.cfg.aux_loss_alpha > 0:  # (recomputed too: the backward needs its saved tensors)
+                y = AddAuxLoss.apply(y, self.aux_loss(scores, indices, real, B, T))
+        return y.view(B, T, D)
+
+    def aux_loss(self, scores, indices, real, B, T):
+        """DeepSeek-V3's sequence-wise balance loss, alpha * sum_i f_i * P_i averaged over sequences:
+        f_i = E / (K * T) * (tokens of the sequence routed to i), P_i = mean over its tokens of the
+        scores normalised to sum to 1. Padding takes no part."""
+        E, K = self.cfg.n_routed_experts, self.cfg.top_k
+        m = torch.ones(B * T, device=scores.device) if real is None else real.float()
+        m = m.view(B, T, 1)
+        n = m.sum(1).clamp(min=1)  # (B, 1) real tokens per sequence
+        chosen = torch.zeros_like(scores).scatter_(1, indices, 1.0).view(B, T, E)
+        f = (chosen * m).sum(1) * E / (K * n)  # (B, E)
+        p = ((scores / scores.sum(-1, keepdim=True)).view(B, T, E) * m).sum(1) / n  # (B, E)
+        return self.cfg.aux_loss_alpha * (f * p).sum(1).mean()
+
+    @torch.no_grad()
+    def update_bias(self, load):
+        """Auxiliary-loss-free balancing: bias += gamma * sign(mean_load - load) (DeepSeek-V3)."""
+        load = load.to(self.gate.e_score_correction_bias.device).float()
+        self.gate.e_score_correction_bias += self.cfg.bias_update_speed * torch.sign(load.mean() - load)
+        self.load, self.last_load = None, load.cpu()
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, layer=0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.self_attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg.dim, cfg.inter_dim)  # the MoE layers will slot in here
+        self.mlp = MoE(cfg) if cfg.is_moe(layer) else MLP(cfg.dim, cfg.inter_dim)
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+    def forward(self, x, cos, sin, mask, cache=None, layer=0, load_mask=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        return x + (self.mlp(h, load_mask) if isinstance(self.mlp, MoE) else self.mlp(h))
 
 
 class Transformer(nn.Module):
@@ -190,7 +378,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -205,13 +393,15 @@ class Transformer(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
+        if isinstance(m, Gate):
+            nn.init.normal_(m.weight, std=0.02)
 
     def new_cache(self, batch_size, max_len):
         p = self.embed_tokens.weight
         return KVCache(self.cfg, batch_size, max_len, device=p.device, dtype=p.dtype)
 
     def forward(self, idx, valid=None, cache=None, return_hidden=False, targets=None, where=None, temperature=1.0,
-                with_entropy=False):
+                with_entropy=False, load_mask=None):
         """Run the decoder.
 
         Args:
@@ -221,7 +411,8 @@ class Transformer(nn.Module):
             cache: a KVCache to continue; idx then fills slots [cache.len, cache.len + T).
             return_hidden: return the final normed hidden states (B, T, dim) instead of logits.
             targets, where: (B, T) next-token ids and a bool mask of the positions to score: return
-                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 7).
+                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 6).
+            load_mask: (B, T) bool, the tokens that count toward MoE expert load (None: valid, or all).
         Returns:
             logits (B, T, vocab) in the model's dtype, or hidden states, or log-probs (n,) fp32 for the
             n positions of `where` in row-major order (with_entropy: (log-probs, entropies)).
@@ -257,11 +448,14 @@ class Transformer(nn.Module):
             self.rope = rope_tables(self.cfg.max_seq_len, self.cfg.head_dim, self.cfg.rope_theta, w.device, w.dtype)
         cos, sin = self.rope[0][positions][:, None], self.rope[1][positions][:, None]  # (B, 1, T, hd)
         x = self.embed_tokens(idx)
+        load_mask = valid if load_mask is None else load_mask
         for i, block in enumerate(self.layers):
             if self.grad_ckpt and self.training and torch.is_grad_enabled():  # recompute activations in backward
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+                # (in the recompute, MoE layers do not count their load a second time: Recompute)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, 0, load_mask, use_reentrant=False,
+                                                      context_fn=lambda: (contextlib.nullcontext(), Recompute()))
             else:
-                x = block(x, cos, sin, mask, cache, i)
+                x = block(x, cos, sin, mask, cache, i, load_mask)
         if cache is not None:
             cache.len += T
         x = self.norm(x)
@@ -270,45 +464,14 @@ class Transformer(nn.Module):
                                                  with_entropy)
         return x if return_hidden else self.lm_head(x)
 
+
     # ----------------------------------------------------------------------------- checkpoints
 
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None):
-        """Load a local Hugging Face directory (qwen2, llama, qwen3) or one of our own checkpoints.
-
-        dtype None keeps the dtype the tensors were stored in.
-        """
-        path = checkpoint_dir(path)
-        hf = read_hf_config(path)
-        cfg = config_from_hf(hf, path)
-        tensors = read_safetensors(path)
-        with torch.device("meta"):
-            model = cls(cfg)
-        expected = {hf_key(k): v for k, v in model.state_dict().items()}
-        if cfg.tie_embeddings:
-            expected.pop("lm_head.weight")
-            tensors.pop("lm_head.weight", None)  # some tied checkpoints store it anyway
-        tensors = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing:
-            raise ValueError(f"{path}: checkpoint is missing {len(missing)} tensors, e.g. {missing[:3]}")
-        if unexpected:
-            raise ValueError(f"{path}: checkpoint has {len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
-        for k, v in expected.items():
-            if tensors[k].shape != v.shape:
-                raise ValueError(f"{path}: tensor {k} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
-            if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all():
-                raise ValueError(f"{path}: tensor {k} holds NaN or infinite values; refusing a broken checkpoint")
-        state = {}
-        for k, t in tensors.items():
-            t = t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
-            state[k[len("model.") :] if k.startswith("model.") else k] = t
-        model.load_state_dict(state, strict=False, assign=True)
-        if cfg.tie_embeddings:
-            model.lm_head.weight = model.embed_tokens.weight
-        model.hf_config = hf
-        return model.eval()
+        """Load a local Hugging Face directory (qwen2, llama, qwen3, qwen2_moe, qwen3_moe) or one of our
+        own checkpoints (checkpoint.py). dtype None keeps the dtype the tensors were stored in."""
+        return checkpoint.load(cls, path, dtype, device)
 
     def save_pretrained(self, path, tokenizer=None, train_state=None, state_dict=None):
         """Write config.json + model.safetensors (+ tokenizer.json, + train_state.pt), atomically, in HF names.
@@ -318,204 +481,19 @@ class Transformer(nn.Module):
         state_dict: the weights to write, when this module holds only a shard of them (FSDP: the full
             state dict gathered by parallel.save); None writes this module's own.
         """
-        from safetensors.torch import save_file
-
-        path = os.path.abspath(path)
-        tmp, old = path + ".tmp", path + ".old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        state = self.state_dict() if state_dict is None else state_dict
-        state = {hf_key(k): v.detach().contiguous().cpu() for k, v in state.items()}
-        if self.cfg.tie_embeddings:
-            state.pop("lm_head.weight", None)
-        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        dtype = str(self.embed_tokens.weight.dtype).replace("torch.", "")
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(config_to_hf(self.cfg, self.hf_config, dtype), f, indent=2)
-        if tokenizer is not None:
-            tokenizer.save(os.path.join(tmp, "tokenizer.json"))
-        if train_state is not None:
-            torch.save(train_state, os.path.join(tmp, "train_state.pt"))
-        if os.path.exists(path):  # keep the old checkpoint until the new one is in place
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def hf_key(key):
-    """Our state-dict key -> Hugging Face key."""
-    return key if key.startswith("lm_head.") else "model." + key
-
-
-# --------------------------------------------------------------------------------- HF config I/O
-
-SUPPORTED = ("qwen2", "llama", "qwen3")
-
-
-def checkpoint_dir(path):
-    """The local checkpoint directory for path: path itself, or path.old when a save was killed
-    between its two moves (design note 5). An error says what to do when there is none."""
-    path = str(path)
-    if os.path.isdir(path):
-        return path
-    if not os.path.exists(path) and os.path.isdir(path + ".old"):
-        return path + ".old"
-    if os.path.exists(path):
-        raise NotADirectoryError(f"{path}: not a directory (a checkpoint is a directory with config.json)")
-    if not os.path.exists(path) and path.count("/") == 1 and not path.startswith((".", "/", "~")):
-        raise FileNotFoundError(
-            f"{path}: no such directory; it looks like a Hugging Face hub id, and r1-mini never downloads: "
-            f"download the checkpoint first (e.g. `hf download {path} --local-dir DIR`) and pass DIR"
-        )
-    raise FileNotFoundError(f"{path}: no such checkpoint directory")
-
-
-def read_hf_config(path):
-    path = checkpoint_dir(path)
-    f = os.path.join(path, "config.json")
-    if not os.path.isfile(f):
-        raise FileNotFoundError(f"{path}: no config.json in this directory")
-    try:
-        with open(f, encoding="utf-8") as fh:
-            hf = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{f}: not valid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise ValueError(f"{f}: expected a JSON object, got {type(hf).__name__}")
-    return hf
-
-
-def config_from_hf(hf, path=""):
-    mt = hf.get("model_type")
-    if mt not in SUPPORTED:
-        raise ValueError(f"{path}: unsupported model_type {mt!r}; supported: {', '.join(SUPPORTED)}")
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    if rope_type != "default":
-        raise ValueError(f"{path}: rope scaling {rope_type!r} is not supported")
-    if hf.get("use_sliding_window") or (mt != "qwen2" and hf.get("sliding_window")):
-        raise ValueError(f"{path}: sliding-window attention is not supported")
-    if hf.get("mlp_bias"):
-        raise ValueError(f"{path}: mlp_bias=true is not supported")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu)")
-    try:
-        bias = bool(hf.get("attention_bias", False))
-        return ModelConfig(
-            vocab_size=hf["vocab_size"],
-            dim=hf["hidden_size"],
-            n_layers=hf["num_hidden_layers"],
-            n_heads=hf["num_attention_heads"],
-            n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-            head_dim=hf.get("head_dim") or 0,
-            inter_dim=hf["intermediate_size"],
-            norm_eps=hf.get("rms_norm_eps", 1e-6),
-            rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
-            max_seq_len=hf.get("max_position_embeddings", 2048),
-            qkv_bias=True if mt == "qwen2" else bias,
-            o_bias=False if mt == "qwen2" else bias,
-            qk_norm=mt == "qwen3",
-            tie_embeddings=hf.get("tie_word_embeddings", mt != "llama"),
-        )
-    except KeyError as e:
-        raise ValueError(f"{path}: config.json lacks {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: config.json: {e}") from None
-
-
-def config_to_hf(cfg, base, dtype):
-    """A config.json transformers loads: our fields on top of the one we were loaded from, if any."""
-    if cfg.qk_norm:
-        mt = "qwen3"
-    elif cfg.qkv_bias and not cfg.o_bias:
-        mt = "qwen2"
-    elif cfg.qkv_bias == cfg.o_bias:
-        mt = "llama"
-    else:
-        raise ValueError("no HF architecture has o_proj bias without qkv bias")
-    if cfg.qk_norm and cfg.qkv_bias != cfg.o_bias:
-        raise ValueError("qwen3 puts a bias on all of q, k, v, o or none")
-    arch = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[mt]
-    hf = {k: v for k, v in base.items() if k not in ("rope_scaling", "rope_parameters", "torch_dtype")}
-    hf.update(
-        architectures=[arch],
-        model_type=mt,
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.dim,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads,
-        head_dim=cfg.head_dim,
-        intermediate_size=cfg.inter_dim,
-        rms_norm_eps=cfg.norm_eps,
-        rope_theta=cfg.rope_theta,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        max_position_embeddings=cfg.max_seq_len,
-        tie_word_embeddings=cfg.tie_embeddings,
-        hidden_act="silu",
-        dtype=dtype,
-    )
-    if mt != "qwen2":
-        hf["attention_bias"] = cfg.qkv_bias
-    else:
-        hf.update(use_sliding_window=False, sliding_window=None)
-    return hf
-
-
-def read_safetensors(path):
-    """All tensors of a single-file or sharded safetensors checkpoint, by name."""
-    from safetensors.torch import load_file
-
-    single = os.path.join(path, "model.safetensors")
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(single):
-        files = [single]
-    elif os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                files = sorted({os.path.join(path, v) for v in json.load(f)["weight_map"].values()})
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
-        for f in files:
-            if not os.path.isfile(f):
-                raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in the index is missing")
-    else:
-        raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
-    tensors = {}
-    for f in files:
-        try:
-            tensors.update(load_file(f))
-        except Exception as e:  # safetensors raises its own SafetensorError: truncated, corrupt, not safetensors
-            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
-    return tensors
-
-
-def load_tokenizer(path):
-    """The `tokenizers.Tokenizer` stored as path/tokenizer.json."""
-    from tokenizers import Tokenizer
-
-    f = os.path.join(checkpoint_dir(path), "tokenizer.json")
-    if not os.path.isfile(f):
-        raise FileNotFoundError(f"{path}: no tokenizer.json in this directory")
-    try:
-        return Tokenizer.from_file(f)
-    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-        raise ValueError(f"{f}: not a readable tokenizer ({' '.join(str(e).split())})") from None
-
-
-def check_tokenizer(tok, model, path=""):
-    """The tokenizer's ids must all be rows of the model's embedding (a larger vocabulary would index
-    past it); a model may have more rows than the tokenizer has tokens (Qwen pads to 151,936)."""
-    n = tok.get_vocab_size(with_added_tokens=True)
-    if n > model.cfg.vocab_size:
-        raise ValueError(f"{path}: the tokenizer has {n} tokens, more than the model's vocabulary of "
-                         f"{model.cfg.vocab_size}: they do not belong together")
-
+        checkpoint.save(self, path, tokenizer, train_state, state_dict)
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def n_active_params(model):
+    """Parameters one token runs through: an MoE layer's routed experts count top_k times, not E."""
+    n = n_params(model)
+    for m in model.modules():
+        if isinstance(m, MoE):
+            n -= sum(p.numel() for p in m.experts.parameters()) * (1 - m.cfg.top_k / m.cfg.n_routed_experts)
+    return int(n)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,39 @@ def optimizer_step(model, opt, clip, step):
         raise FloatingPointError(f"non-finite gradient norm at step {step}; stopping without saving")
     opt.step()
     opt.zero_grad(set_to_none=True)
+    update_expert_bias(model)
     return gnorm
+
+
+def moe_layers(model):
+    from model import MoE
+
+    return [m for m in model.modules() if isinstance(m, MoE)]
+
+
+def update_expert_bias(model):
+    """Auxiliary-loss-free balancing (DeepSeek-V3), after each optimizer step: every MoE layer's bias
+    moves by gamma * sign(mean_load - load), the load being the tokens all ranks routed to each expert
+    since the last step (summed over ranks, so the bias stays the same on every rank). Dense: nothing."""
+    layers = [m for m in moe_layers(model) if m.load is not None]
+    if not layers:
+        return
+    load = torch.stack([m.load for m in layers])  # (MoE layers, experts)
+    if dist.is_initialized():
+        load = load.to(DEVICE)
+        dist.all_reduce(load)
+    for m, layer_load in zip(layers, load):
+        m.update_bias(layer_load)
+
+
+def expert_load(model):
+    """Log fields for the last balancing step: max/mean expert load of each MoE layer and its dead
+    experts (no token at all); {} for a dense model."""
+    loads = [m.last_load for m in moe_layers(model) if m.last_load is not None]
+    if not loads:
+        return {}
+    return {"moe_max_over_mean": [round((x.max() / x.mean().clamp(min=1e-9)).item(), 3) for x in loads],
+            "moe_dead_experts": [int((x == 0).sum()) for x in loads]}
 
 
 def save(model, opt, path, tok, **train_state):

@@ -163,7 +163,7 @@ def sequences(prompts, completions, pad_id=0):
     return idx, valid, P
 
 
-def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
+def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0, load_mask=None):
     """log p(completion token | everything before it): (B, L), and the entropy per position if asked.
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
@@ -172,8 +172,9 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0):
     B, L = idx.shape[0], idx.shape[1] - P
     where = torch.zeros(B, P + L - 1, dtype=torch.bool, device=idx.device)
     where[:, P - 1 :] = True  # the positions that predict completion tokens
+    load_mask = None if load_mask is None else load_mask[:, :-1]  # MoE: the tokens that count as expert load
     out = model(idx[:, :-1], valid=valid[:, :-1], targets=idx[:, 1:], where=where, temperature=temperature,
-                with_entropy=with_entropy)  # (B * L,), never the (B * L, vocab) logits
+                with_entropy=with_entropy, load_mask=load_mask)  # (B * L,), never the (B * L, vocab) logits
     if not with_entropy:
         return out.view(B, L), None
     logp, entropy = out
@@ -240,7 +241,9 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
             for j, s in enumerate(chunks):
                 parallel.sync_grads(model, j == len(chunks) - 1)
                 with autocast:
-                    logp, ent = completion_logp(model, idx[s], valid[s], P, True, args.temperature)
+                    # (MoE: the empty micro-batch's row is no load, so N processes balance as one does)
+                    logp, ent = completion_logp(model, idx[s], valid[s], P, True, args.temperature,
+                                                valid[s] & mask[s].any(1, keepdim=True))
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mask[s], eps_low=args.eps_low,
                                       eps_high=args.eps_high, beta=args.beta, kl=args.kl, agg=args.agg,
                                       max_len=args.max_new_tokens, entropy=ent, n_tokens=n_tokens, n_seqs=n_seqs)
@@ -251,6 +254,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                 (loss * parallel.WORLD).backward()  # times W: DDP / FSDP average the processes' gradients
                 stats.append((int(mask[s].sum()), m))
             rec["grad_norm"] = parallel.optimizer_step(model, opt, args.clip_grad, step)
+            rec.update(parallel.expert_load(model))  # MoE: max/mean load and dead experts per layer ({} if dense)
     # 6) metrics: token-weighted means over the micro-batches (of all processes)
     n = sum(w for w, _ in stats)
     if n_chunks and n_tokens:

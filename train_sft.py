@@ -23,6 +23,10 @@ Design notes:
 6. Under torchrun (parallel.py) --batch_size stays the whole micro-batch: each rank takes every
    W-th sequence of it and the response-token count is summed over ranks, so N processes take the
    steps one process takes.
+7. --moe trains the cold-start model with MoE layers (model.py) of the dense model's active width.
+   The routers' balancing bias moves after every optimizer step (parallel.optimizer_step), from
+   the expert load of the step's real tokens (right padding excluded); the logs carry each MoE
+   layer's max/mean load and dead experts.
 
     torchrun --standalone --nproc_per_node=4 train_sft.py --data traces.jsonl --init DIR   # --fsdp: shard it
 """
@@ -40,7 +44,7 @@ import torch
 import cli
 import parallel
 from countdown import HELDOUT_MAX
-from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_params
+from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_active_params, n_params
 from sample import STOP_TOKENS, encode_ids, eval_countdown
 
 EVAL_TOKENS = 1024  # held-out evals stop here whatever --max_len (Countdown traces are under 300 tokens)
@@ -67,6 +71,19 @@ def get_args(argv=None):
     ap.add_argument("--n_kv_heads", type=cli.COUNT, default=2)
     ap.add_argument("--inter_dim", type=cli.COUNT, default=384)
     ap.add_argument("--max_len", type=cli.ranged(int, 16, 32768), default=512, help="context length; longer examples are dropped")
+    # MoE (cold start; model.py): 0 routed experts is the dense model
+    ap.add_argument("--moe", action="store_true",
+                    help="the tiny MoE preset: 8 routed experts of width inter_dim/3, top 2, 1 shared expert, first "
+                         "layer dense (active FFN width = --inter_dim, as the dense model's); the flags below override it")
+    ap.add_argument("--n_routed_experts", type=cli.COUNT0, default=None, help="routed experts per MoE layer (0: dense)")
+    ap.add_argument("--n_shared_experts", type=cli.COUNT0, default=None, help="always-on experts per MoE layer")
+    ap.add_argument("--top_k", type=cli.COUNT, default=None, help="routed experts per token")
+    ap.add_argument("--moe_inter_dim", type=cli.COUNT, default=None, help="width of one expert")
+    ap.add_argument("--first_k_dense", type=cli.COUNT0, default=None, help="the first layers stay dense")
+    ap.add_argument("--score_func", choices=["softmax", "sigmoid"], default="sigmoid", help="router scores")
+    ap.add_argument("--bias_update_speed", type=cli.NONNEG, default=1e-3,
+                    help="gamma of auxiliary-loss-free balancing (0: off)")
+    ap.add_argument("--aux_loss_alpha", type=cli.NONNEG, default=0.0, help="sequence-wise balance loss (0: off)")
     # optimisation
     ap.add_argument("--steps", type=cli.COUNT, default=1200)
     ap.add_argument("--batch_size", type=cli.COUNT, default=64, help="sequences per micro-batch")
@@ -94,6 +111,14 @@ def get_args(argv=None):
     if args.dim % args.n_heads or (args.dim // args.n_heads) % 2 or args.n_heads % args.n_kv_heads:
         ap.error(f"--dim {args.dim}, --n_heads {args.n_heads}, --n_kv_heads {args.n_kv_heads}: dim must be n_heads "
                  "times an even head size, and n_heads a multiple of n_kv_heads")
+    preset = dict(n_routed_experts=8, n_shared_experts=1, top_k=2, moe_inter_dim=max(1, args.inter_dim // 3),
+                  first_k_dense=1) if args.moe else dict(n_routed_experts=0, n_shared_experts=0, top_k=2,
+                                                         moe_inter_dim=args.inter_dim, first_k_dense=0)
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.n_routed_experts and args.top_k > args.n_routed_experts:
+        ap.error(f"--top_k {args.top_k} is more than --n_routed_experts {args.n_routed_experts}")
     if args.resume and args.overwrite:
         ap.error("--resume continues the run in OUT, --overwrite starts over: pick one")
     if args.data is not None and args.init is None and not args.resume:
@@ -258,12 +283,19 @@ def main(argv=None):
     elif args.init:
         model = Transformer.from_pretrained(args.init, dtype=torch.float32, device=args.device)
     else:
+        moe = {}
+        if args.n_routed_experts:
+            moe = dict(n_routed_experts=args.n_routed_experts, n_shared_experts=args.n_shared_experts,
+                       top_k=args.top_k, moe_inter_dim=args.moe_inter_dim, first_k_dense=args.first_k_dense,
+                       score_func=args.score_func, bias_update_speed=args.bias_update_speed,
+                       aux_loss_alpha=args.aux_loss_alpha)
         cfg = ModelConfig(vocab_size=tok.get_vocab_size(), dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads,
                           n_kv_heads=args.n_kv_heads, inter_dim=args.inter_dim, max_seq_len=args.max_len,
-                          rope_theta=10000.0)
+                          rope_theta=10000.0, **moe)
         model = Transformer(cfg).to(args.device)
     check_tokenizer(tok, model, args.init or resume_dir or "the new tokenizer")
-    print(f"model: {n_params(model) / 1e6:.2f}M parameters, {model.cfg}")
+    print(f"model: {n_params(model) / 1e6:.2f}M parameters ({n_active_params(model) / 1e6:.2f}M active per token), "
+          f"{model.cfg}")
     model = parallel.wrap(model, args.fsdp).train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -325,8 +357,9 @@ def main(argv=None):
         for a, (x, y, mask) in enumerate(micro):
             x, y, mask = x.to(args.device), y.to(args.device), mask.to(args.device)
             parallel.sync_grads(model, a == len(micro) - 1)
+            real = mask.flip(1).cumsum(1).flip(1) > 0  # up to each row's last response token: not right padding
             with autocast:
-                logp = model(x, targets=y, where=mask)  # (n,) response tokens only
+                logp = model(x, targets=y, where=mask, load_mask=real)  # (n,) response tokens only
             loss = -logp.sum() * parallel.WORLD / n_resp  # times W: DDP / FSDP average the ranks' gradients
             loss.backward()
             loss_sum += loss.item()
@@ -339,7 +372,8 @@ def main(argv=None):
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
         if step % 10 == 0 or step == args.steps:
-            log({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "time": time.time() - t0})
+            log({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "time": time.time() - t0,
+                 **parallel.expert_load(model)})  # MoE: max/mean load and dead experts per layer
         if args.data is None and args.eval_every and step % args.eval_every == 0 and step < args.steps:
             evaluate(args.eval_tasks)
         if step % args.save_every == 0 or step == args.steps or step == args.stop_at:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import checkpoint
 import cli
 import countdown
 import model as model_py
@@ -247,10 +248,10 @@ def test_a_kill_between_the_two_moves_of_a_save_resumes_to_the_same_weights(tmp_
             raise Killed
         return real_rename(src, dst)
 
-    monkeypatch.setattr(model_py.os, "rename", rename)
+    monkeypatch.setattr(checkpoint.os, "rename", rename)  # save_pretrained is checkpoint.save
     with pytest.raises(Killed):
         main(argv + ["--out", str(tmp_path / "b")])
-    monkeypatch.setattr(model_py.os, "rename", real_rename)
+    monkeypatch.setattr(checkpoint.os, "rename", real_rename)
     b = tmp_path / "b"
     assert not (b / "ckpt").exists() and (b / "ckpt.old").is_dir() and (b / "ckpt.tmp").is_dir()
     main(argv + ["--out", str(b), "--resume"])

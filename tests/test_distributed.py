@@ -195,3 +195,28 @@ def test_the_readme_torchrun_commands_parse():
     for script, argv in found:
         {"train_rl.py": train_rl.get_args, "train_sft.py": train_sft.get_args}[script](shlex.split(argv))
     assert len(found) >= 3
+
+
+def test_moe_under_ddp_and_fsdp_takes_the_steps_of_one_process(tmp_path):
+    """--moe under DDP (SFT, then RL) and FSDP2 (SFT): the expert loads are summed over the processes before the
+    balancing step, so the routers' biases (and all weights) equal one process's; experts that get no
+    token on a process still get their (zero) gradient, or DDP would wait for it forever. (In RL one
+    process runs an empty micro-batch, odd targets scoring 0; train_rl counts its row as no load,
+    though at this size counting it would not flip any sign either.)"""
+    moe = SFT + ["--moe", "--bias_update_speed", "0.01"]
+    rl = RL + ["--init", str(tmp_path / "one" / "ckpt")]
+    train_sft.main(moe + ["--out", str(tmp_path / "one")])
+    real = odd_targets_score_zero()
+    try:
+        train_rl.main(rl + ["--out", str(tmp_path / "rl_one")])
+    finally:
+        train_rl.countdown_reward = real
+    r = torchrun(tmp_path, [["sft", moe + ["--out", str(tmp_path / "ddp")]], ["rl", rl + ["--out", str(tmp_path / "rl_ddp")]],
+                            ["sft", moe + ["--out", str(tmp_path / "fsdp"), "--fsdp"]]], patch="odd_targets_score_zero")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for one, two in (("one", "ddp"), ("rl_one", "rl_ddp"), ("one", "fsdp")):
+        a, b = weights(tmp_path / one), weights(tmp_path / two)
+        assert max_diff(a, b) < 1e-5
+        bias = [k for k in a if k.endswith("e_score_correction_bias")]
+        assert bias and all(a[k].abs().max() > 0 for k in bias)  # balancing did move them
+    assert max_diff(weights(tmp_path / "rl_one"), weights(tmp_path / "one")) > 1e-3  # RL did train

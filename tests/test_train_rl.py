@@ -12,7 +12,7 @@ import train_sft
 from model import ModelConfig, Transformer
 
 
-def tiny_countdown_checkpoint(path, extra_specials=()):
+def tiny_countdown_checkpoint(path, extra_specials=(), **moe):
     rng = random.Random(0)
     tasks = countdown.train_tasks(200, 0)
     texts = [countdown.prompt_compact(t) + countdown.search_trace(t, rng) + "<|endoftext|>" for t in tasks]
@@ -22,7 +22,7 @@ def tiny_countdown_checkpoint(path, extra_specials=()):
         tok.add_special_tokens(list(extra_specials))
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tok.get_vocab_size(), dim=32, n_layers=2, n_heads=2, n_kv_heads=1, inter_dim=64,
-                      max_seq_len=512)
+                      max_seq_len=512, **moe)
     Transformer(cfg).save_pretrained(path, tokenizer=tok)
     return tok
 
@@ -70,6 +70,23 @@ def test_killed_and_resumed_rl_run_equals_uninterrupted_run(tmp_path):
     assert not all(torch.equal(a[k], start[k]) for k in a)  # the policy did move
     rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "reward" in r] == [0, 1]
+
+
+def test_moe_rl_run_balances_and_resumes_exactly(tmp_path):
+    """GRPO on an MoE policy, with gradient checkpointing: the biases move, the logs carry the expert
+    load, and a resumed run equals the unbroken one."""
+    tiny_countdown_checkpoint(tmp_path / "init", n_routed_experts=4, top_k=2, moe_inter_dim=16, n_shared_experts=1,
+                              score_func="sigmoid", bias_update_speed=0.01)
+    run = RL + ["--init", str(tmp_path / "init"), "--grad_ckpt", "1"]
+    train_rl.main(run + ["--out", str(tmp_path / "a")])
+    train_rl.main(run + ["--out", str(tmp_path / "b"), "--stop_at", "1"])
+    train_rl.main(RL + ["--out", str(tmp_path / "b"), "--resume"])
+    a = Transformer.from_pretrained(tmp_path / "a" / "ckpt").state_dict()
+    b = Transformer.from_pretrained(tmp_path / "b" / "ckpt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["layers.0.mlp.gate.e_score_correction_bias"].abs().max() > 0
+    steps = [r for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl")) if "reward" in r]
+    assert all(len(r["moe_max_over_mean"]) == 2 and len(r["moe_dead_experts"]) == 2 for r in steps)
 
 
 def test_qwen_preset_code_path_runs_on_cpu(tmp_path, monkeypatch):

@@ -76,3 +76,21 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
         train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6"])
     train_sft.main(TINY + ["--out", str(tmp_path / "a"), "--steps", "6", "--overwrite"])
     assert logged("a") == logged("b")  # --overwrite starts a fresh log
+
+
+def test_moe_preset_trains_balances_and_resumes_exactly(tmp_path):
+    """--moe: the routers' balancing bias moves after each step, the logs carry the expert load, and
+    a killed and resumed run (bias included) equals the unbroken one."""
+    moe = TINY + ["--moe", "--steps", "6", "--bias_update_speed", "0.01"]
+    train_sft.main(moe + ["--out", str(tmp_path / "a")])
+    train_sft.main(moe + ["--out", str(tmp_path / "b"), "--stop_at", "3"])
+    train_sft.main(moe + ["--out", str(tmp_path / "b"), "--resume"])
+    a = Transformer.from_pretrained(tmp_path / "a" / "ckpt")
+    b = Transformer.from_pretrained(tmp_path / "b" / "ckpt").state_dict()
+    assert a.cfg.n_routed_experts == 8 and a.cfg.top_k == 2 and a.cfg.first_k_dense == 1
+    assert all(torch.equal(v, b[k]) for k, v in a.state_dict().items())
+    bias = a.layers[1].mlp.gate.e_score_correction_bias
+    assert 0 < bias.abs().max() <= 6 * 0.01 + 1e-6  # six steps of at most gamma each
+    last = [r for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl")) if "loss" in r][-1]
+    assert len(last["moe_max_over_mean"]) == 1 and last["moe_max_over_mean"][0] >= 1  # one MoE layer
+    assert len(last["moe_dead_experts"]) == 1
