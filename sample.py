@@ -173,6 +173,28 @@ class BudgetForcing:
 
 # ------------------------------------------------------------------------------------- Countdown
 
+def heldout_eval(model, tok, rules, template, n_tasks, max_new_tokens, pass_k, pass_k_tasks, autocast):
+    """Greedy accuracy on n_tasks held-out tasks per size; on the first pass_k_tasks of them, pass_k
+    samples each at T=1: sampled accuracy, pass@k, length and what the search does. One flat dict
+    of metrics, each key ending in the size (train_rl.py logs it; report.py reads it)."""
+    import countdown
+    import trace_reader
+
+    res = {}
+    with autocast:
+        for k in (3, 4):
+            tasks = countdown.heldout_tasks(k, n_tasks, rules)
+            res[f"eval_acc{k}"], _, _ = eval_countdown(model, tok, tasks, template, max_new_tokens)
+            if pass_k_tasks:
+                tasks = tasks[:pass_k_tasks]
+                res[f"sample_acc{k}"], res[f"pass@{pass_k}_{k}"], texts = eval_countdown(
+                    model, tok, tasks, template, max_new_tokens, temperature=1.0, n_samples=pass_k, seed=12345)
+                res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
+                rates = trace_reader.behaviour_rates([t for t in tasks for _ in range(pass_k)], texts)
+                res.update({f"{key}{k}": v for key, v in rates.items()})
+    return res
+
+
 def sample_countdown(model, tok, tasks, template="compact", max_new_tokens=512, batch_size=256, temperature=0.0,
                      n_samples=1, seed=0):
     """n_samples decoded completions per task (task-major), sampled in eval mode, batch_size prompts at a time."""
@@ -358,12 +380,13 @@ def main(argv=None):
 
 def heldout_main(args):
     """--heldout N: on the first N fixed held-out tasks per size (the sets train_sft/train_rl report),
-    greedy accuracy, how the wrong answers fail (countdown.failure_kind) and what the search does
-    (countdown.behaviour_rates); with --n > 1, the same for n samples per task at --temperature."""
+    greedy accuracy, how the wrong answers fail (trace_reader.failure_kind) and what the search does
+    (trace_reader.behaviour_rates); with --n > 1, the same for n samples per task at --temperature."""
     import countdown
+    import trace_reader
 
     def describe(tasks, texts):
-        rates = countdown.behaviour_rates(tasks, texts)
+        rates = trace_reader.behaviour_rates(tasks, texts)
         length = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
         p = {key: "n/a" if rates[key] is None else f"{rates[key]:.2f}" for key in ("p_stop_yes", "p_go_no")}
         return (f"length {length:.0f} tokens, {rates['checks']:.2f} checks, P(stop | yes) {p['p_stop_yes']}, "
@@ -374,9 +397,9 @@ def heldout_main(args):
     for k in args.n_numbers:
         tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
         texts = sample_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size)  # greedy
-        kinds = [countdown.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
+        kinds = [trace_reader.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
         print(f"held-out, {k} numbers ({len(tasks)} tasks): greedy accuracy {kinds.count('right') / len(tasks):.1%} ("
-              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in countdown.FAILURE_KINDS) + "); "
+              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in trace_reader.FAILURE_KINDS) + "); "
               + describe(tasks, texts))
         if args.n > 1:
             acc, pass_n, texts = eval_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size,

@@ -22,18 +22,11 @@ Design notes:
 4. Prompt order and sampling seeds are functions of (seed, step), and the checkpoint holds the
    optimizer and the KL reference's path and weights' sha256: a killed run resumed with --resume
    continues the same run, and refuses to if the reference directory now holds another model.
-5. The held-out set is fixed (countdown.heldout_tasks); evals are greedy accuracy and pass@k.
-   Every metric goes to OUT/metrics.jsonl; report.py draws OUT/curves.png from it after each eval
-   (accuracy, length, checks, what follows a check, errors, reflection, KL, entropy).
-6. Log-probs come from the final hidden states of the completion positions through
-   kernels.linear_token_logprobs: lm_head and log-softmax fused over vocabulary tiles, so the
-   [tokens, vocab] logits never exist in full (Qwen's vocabulary is 151,936).
-7. Under torchrun (parallel.py) --prompts_per_step stays the whole step: each rank samples a run of
-   whole groups (rewards and advantages need nothing from the other ranks), with the random draws
-   its rows would get in one process (sample.py note 6), and n_tokens / n_seqs are summed over
-   ranks. N processes then take the steps one process takes, up to float rounding (a row's logits
-   depend in the last bits on the batch it is computed in: a token sampled right at a boundary of
-   the cumulative distribution could in principle differ).
+5. Evals (sample.heldout_eval) use the fixed held-out sets. Every metric goes to OUT/metrics.jsonl;
+   report.py draws OUT/curves.png from it after each eval.
+6. Under torchrun (parallel.py) --prompts_per_step stays the whole step: each rank samples a run of
+   whole groups with the draws its rows get in one process (sample.py note 6), and n_tokens /
+   n_seqs are summed over ranks, so N processes take one process's steps up to float rounding.
 
     torchrun --standalone --nproc_per_node=8 train_rl.py --preset qwen --init DIR    # --fsdp: shard it
 """
@@ -52,7 +45,7 @@ from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
 from report import plot
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
-from sample import encode_ids, eval_countdown, generate, stop_ids_for, warn_unk
+from sample import encode_ids, generate, heldout_eval, stop_ids_for, warn_unk
 
 PRESETS = {
     # R1-Zero in miniature (the main job): GRPO straight from the tiny base of stage 0, which guesses
@@ -167,8 +160,8 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0, l
     """log p(completion token | everything before it): (B, L), and the entropy per position if asked.
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
-    describe the distribution the rollouts came from (as verl does). The lm_head runs on the
-    completion positions only, fused with the log-softmax (design note 6)."""
+    describe the distribution the rollouts came from (as verl does). The lm_head runs on completion
+    positions only, fused with the log-softmax (model.py note 7): no [tokens, vocab] logits in full."""
     B, L = idx.shape[0], idx.shape[1] - P
     where = torch.zeros(B, P + L - 1, dtype=torch.bool, device=idx.device)
     where[:, P - 1 :] = True  # the positions that predict completion tokens
@@ -185,7 +178,7 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     """One GRPO step on these prompts: rollouts, rewards, advantages, log-probs, update(s), metrics."""
     t0 = time.time()
     G, template = args.group_size, countdown.TEMPLATES[args.template]
-    lo, hi = parallel.split(len(tasks))  # this process's groups (all of them in one process; design note 7)
+    lo, hi = parallel.split(len(tasks))  # this process's groups (all of them in one process; design note 6)
     n_all, tasks = len(tasks), tasks[lo:hi]
     # 1) rollouts: G samples per prompt, no grad, KV cache
     prompts = [encode_ids(tok, template(t)) for t in tasks for _ in range(G)]
@@ -271,9 +264,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
 def main(argv=None):
     args = get_args(argv)
     args.device = parallel.setup(args.device, args.dist_timeout, args.fsdp)
-    if args.prompts_per_step < parallel.WORLD:
-        raise ValueError(f"--prompts_per_step {args.prompts_per_step} is fewer than the {parallel.WORLD} processes "
-                         "that share it (each samples whole groups)")
+    if args.prompts_per_step < parallel.WORLD:  # each process samples whole groups
+        raise ValueError(f"--prompts_per_step {args.prompts_per_step} is fewer than the {parallel.WORLD} processes")
     parallel.from_rank0(lambda: cli.prepare_out(args.out, args.resume, args.overwrite))
     ckpt = os.path.join(args.out, "ckpt")
     torch.manual_seed(args.seed)
@@ -315,28 +307,11 @@ def main(argv=None):
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    def evaluate():
-        """Greedy accuracy on eval_tasks held-out tasks per size; on the first pass_k_tasks of them,
-        pass_k samples each at T=1: sampled accuracy, pass@k, length and what the search does."""
-        res, plain = {"step": step}, parallel.plain(model)  # every process evaluates the same (parallel.py note 4)
-        with autocast:
-            for k in (3, 4):
-                tasks = countdown.heldout_tasks(k, args.eval_tasks, args.rules)
-                res[f"eval_acc{k}"], _, _ = eval_countdown(plain, tok, tasks, args.template, args.max_new_tokens)
-                if args.pass_k_tasks:
-                    tasks = tasks[: args.pass_k_tasks]
-                    res[f"sample_acc{k}"], res[f"pass@{args.pass_k}_{k}"], texts = eval_countdown(
-                        plain, tok, tasks, args.template, args.max_new_tokens, temperature=1.0,
-                        n_samples=args.pass_k, seed=12345)
-                    res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
-                    rates = countdown.behaviour_rates([t for t in tasks for _ in range(args.pass_k)], texts)
-                    res.update({f"{key}{k}": v for key, v in rates.items()})
+    def evaluate():  # every process evaluates the same (parallel.py note 4); rank 0 logs
+        res = {"step": step, **heldout_eval(parallel.plain(model), tok, args.rules, args.template, args.eval_tasks,
+                                            args.max_new_tokens, args.pass_k, args.pass_k_tasks, autocast)}
         print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step" and v is not None))
         log(res)
-        return res
-
-    def save():
-        parallel.save(model, opt, ckpt, tok, step=step, reference=reference)
 
     from tqdm import tqdm
 
@@ -357,7 +332,7 @@ def main(argv=None):
             if parallel.RANK == 0:
                 plot(metrics_path, os.path.join(args.out, "curves.png"))
         if step % args.save_every == 0 or step == args.steps or step == args.stop_at:
-            save()
+            parallel.save(model, opt, ckpt, tok, step=step, reference=reference)
         if step == args.stop_at:
             print(f"stopping at step {step} as asked (--stop_at)")
             return None

@@ -11,6 +11,7 @@ from itertools import permutations
 import pytest
 
 import countdown
+import trace_reader
 from countdown import (Task, canonical, dfs_trace, generate_tasks, heldout_tasks, optimal_trace, prompt_base,
                        prompt_chat, prompt_compact, reachable_targets, search_trace, solve,
                        train_tasks, write_sft_jsonl)
@@ -387,8 +388,8 @@ TASK = Task((65, 18, 37), 10)  # 65-37=28, 28-18=10
     ("\n65-37=28 [28 18]\n28-18=10 yes", "no answer"),
 ])
 def test_failure_kind_hand_labelled(response, kind):
-    assert countdown.failure_kind(TASK, response) == kind
-    assert kind in countdown.FAILURE_KINDS
+    assert trace_reader.failure_kind(TASK, response) == kind
+    assert kind in trace_reader.FAILURE_KINDS
 
 
 @pytest.mark.parametrize("response,errors", [
@@ -402,16 +403,16 @@ def test_failure_kind_hand_labelled(response, kind):
     ("", (0, 0)),
 ], ids=["clean", "slip-then-false-yes", "division", "thinking-only", "huge-numbers", "empty"])
 def test_trace_errors_hand_counted(response, errors):
-    assert countdown.trace_errors(response, TASK.target) == errors
+    assert trace_reader.trace_errors(response, TASK.target) == errors
 
 
 def test_yes_by_leaf_counts_by_place():
     traces = ["\n36+7=43 [43 12]\n43-12=31 vs 41 no\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>x</answer>",
               "\n36+12=48 [48 7]\n48-7=41 vs 41 yes\n</think>\n<answer>x</answer>"]
-    assert countdown.yes_by_leaf(traces) == {1: (1, 2), 2: (1, 1)}
+    assert trace_reader.yes_by_leaf(traces) == {1: (1, 2), 2: (1, 1)}
     rng = random.Random(0)  # the oracle teacher's third 3-number leaf nearly always says "yes"; dfs's does not
-    search = countdown.yes_by_leaf([search_trace(t, rng) for t in heldout_tasks(3, 300)])
-    dfs = countdown.yes_by_leaf([x for x in (dfs_trace(t, rng) for t in heldout_tasks(3, 300)) if x])
+    search = trace_reader.yes_by_leaf([search_trace(t, rng) for t in heldout_tasks(3, 300)])
+    dfs = trace_reader.yes_by_leaf([x for x in (dfs_trace(t, rng) for t in heldout_tasks(3, 300)) if x])
     assert search[3][0] / search[3][1] > 0.95 and dfs[3][0] / dfs[3][1] < 0.8
 
 
@@ -479,13 +480,13 @@ def test_guess_documents_stop_and_say_wait_whatever_the_verdict():
 def test_search_behaviour_counts_checks_verdicts_and_what_follows_them():
     r = ("\n54-6=48 [48 98]\n98-48=50 vs 50 yes\n54+6=60 [60 98]\n98-60=38 vs 50 no\n"
          "Wait, 98-54=44 [44 6]\n44+6=51 vs 50 yes\n</think>\n<answer>(98-54)+6</answer>")
-    got = countdown.search_behaviour(r, 50)
+    got = trace_reader.search_behaviour(r, 50)
     assert got == dict(lines=6, slips=1, checks=3, yes=2, no=1, false_yes=1, stop_yes=1, stop_no=0, go_yes=1, go_no=1)
-    cut = countdown.search_behaviour(r.split("</think>")[0], 50)  # never closed: the last check is no decision
+    cut = trace_reader.search_behaviour(r.split("</think>")[0], 50)  # never closed: the last check is no decision
     assert cut["stop_yes"] == 0 and cut["go_yes"] == 1 and cut["go_no"] == 1
-    trailing = countdown.search_behaviour("\n98-60=38 vs 50 no\n98-\n</think>", 50)  # a half line after the check
+    trailing = trace_reader.search_behaviour("\n98-60=38 vs 50 no\n98-\n</think>", 50)  # a half line after the check
     assert trailing["stop_no"] == 0 and trailing["go_no"] == 0
-    assert countdown.search_behaviour("", 50) == dict(lines=0, slips=0, checks=0, yes=0, no=0, false_yes=0,
+    assert trace_reader.search_behaviour("", 50) == dict(lines=0, slips=0, checks=0, yes=0, no=0, false_yes=0,
                                                       stop_yes=0, stop_no=0, go_yes=0, go_no=0)
 
 
@@ -494,6 +495,6 @@ def test_behaviour_rates_pool_the_counts_of_many_responses():
     stop_on_yes = "\n98-54=44 [44 6]\n44+6=50 vs 50 yes\n</think>\n<answer>(98-54)+6</answer>"
     go_on_after_no = "\n54+6=60 [60 98]\n98-60=38 vs 50 no\n98-54=44 [44 6]\n44+6=50 vs 50 yes\n</think>"
     stop_on_no = "\n54+6=60 [60 98]\n98-60=37 vs 50 no\n</think>"  # with a slip
-    rates = countdown.behaviour_rates([t, t, t], [stop_on_yes, go_on_after_no, stop_on_no])
+    rates = trace_reader.behaviour_rates([t, t, t], [stop_on_yes, go_on_after_no, stop_on_no])
     assert rates == dict(checks=4 / 3, slips=1 / 3, false_yes=0.0, wrong_lines=1 / 8, p_stop_yes=1.0, p_go_no=0.5)
-    assert countdown.behaviour_rates([t], ["no checks at all"])["p_stop_yes"] is None
+    assert trace_reader.behaviour_rates([t], ["no checks at all"])["p_stop_yes"] is None
