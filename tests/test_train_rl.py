@@ -194,3 +194,30 @@ def test_warmup_ramps_the_learning_rate(tmp_path):
     train_rl.main(RL + ["--init", str(tmp_path / "init"), "--out", str(tmp_path / "w"), "--warmup", "4"])
     state = torch.load(tmp_path / "w" / "ckpt" / "train_state.pt", weights_only=False)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * 2 / 4)  # lr of step 1 of 4
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_length_sorted_trimmed_micro_batches_give_the_one_batch_update(tmp_path, monkeypatch, agg):
+    """Rows go to micro-batches longest first, each cut to its own longest completion (design note 3):
+    two PPO epochs with micro-batches of 1 and 3 rows end at the weights of one untrimmed batch."""
+    tok = tiny_countdown_checkpoint(tmp_path / "init")
+    long_wrong = "\n65+18=83 [83 37]\n83-37=46 no\n" * 6 + "</think>\n<answer>(65+18)-37</answer>"
+    texts = [WRONG, long_wrong, RIGHT, "\n65-18=47", RIGHT, "<answer>1</answer>", long_wrong, WRONG]
+    monkeypatch.setattr(train_rl, "generate", lambda *a, **k: [tok.encode(x).ids for x in texts])
+    weights = []
+    for micro_batch in (100, 3, 1):
+        model = Transformer.from_pretrained(tmp_path / "init")
+        ref = Transformer.from_pretrained(tmp_path / "init")
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.01 * torch.randn_like(p))  # a reference that differs, so the KL term has a gradient
+        args = train_rl.get_args(["--init", str(tmp_path / "init"), "--group_size", "4", "--beta", "0.1",
+                                  "--agg", agg, "--ppo_epochs", "2", "--micro_batch", str(micro_batch)])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        rec = train_rl.grpo_step(model, ref, opt, tok, [TASK, TASK], args, 0, torch.autocast("cpu", enabled=False))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert rec["groups_with_signal"] == 1.0 and rec["grad_norm"] > 0
+    start = torch.cat([p.detach().flatten() for p in Transformer.from_pretrained(tmp_path / "init").parameters()])
+    assert (weights[0] - start).abs().max() > 1e-3  # the update is not nothing
+    assert (weights[1] - weights[0]).abs().max() < 1e-6 and (weights[2] - weights[0]).abs().max() < 1e-6
