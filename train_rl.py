@@ -19,10 +19,8 @@ Design notes:
    their compute and changes nothing but the KL term on them.
 3. token-mean aggregation (DAPO) by default, with the normaliser counted over the whole batch,
    so micro-batching does not change the gradient. --agg picks GRPO's or Dr. GRPO's instead.
-   Rows go to micro-batches longest first and each micro-batch is cut to its own longest
-   completion, so a few long rollouts no longer pad the whole batch: with micro-batches of 8 rows
-   the training half of the zero preset's first steps is ~9x faster than one padded batch of 64
-   (docs/r1_zero.md, "RL step time").
+   Rows go to micro-batches longest first, each cut to its own longest completion: a few long
+   rollouts no longer pad them all (~9x faster with micro-batches of 8; docs/r1_zero.md).
 4. Prompt order and sampling seeds are functions of (seed, step), and the checkpoint holds the
    optimizer and the KL reference's path and weights' sha256: a killed run resumed with --resume
    continues the same run, and refuses to if the reference directory now holds another model.
@@ -41,6 +39,7 @@ import random
 import time
 
 import torch
+from tqdm import tqdm
 
 import cli
 import countdown
@@ -117,10 +116,8 @@ def get_args(argv=None):
     ap.add_argument("--grad_ckpt", type=int, choices=[0, 1], help="gradient checkpointing")
     ap.add_argument("--seed", type=cli.COUNT0, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=cli.device)
-    ap.add_argument("--fsdp", action="store_true",
-                    help="under torchrun: shard the policy and the reference with FSDP2 (default: DDP)")
-    ap.add_argument("--dist_timeout", type=cli.POSITIVE, default=30.0,
-                    help="under torchrun: minutes a rank waits for the others before the job stops")
+    ap.add_argument("--fsdp", action="store_true", help="under torchrun: shard policy and reference with FSDP2")
+    ap.add_argument("--dist_timeout", type=cli.POSITIVE, default=30.0, help="under torchrun: minutes to wait for a rank")
     pre, _ = ap.parse_known_args(argv)
     ap.set_defaults(**PRESETS[pre.preset])
     args = ap.parse_args(argv)
@@ -227,24 +224,22 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     n_tokens, n_seqs, n_chunks = counts[:, 0].sum(), counts[:, 1].sum(), int(counts[:, 2].max())
     if n_chunks:
         chunks += [slice(len(rows), len(rows) + 1)] * (n_chunks - len(chunks))
-        # each micro-batch's columns: the prompts and its own longest completion (design note 3)
-        cols = [slice(0, P + max(1, max(len(completions[i]) for i in sel[s]))) for s in chunks]
+        # (idx, valid, mask, advantages) of each micro-batch, cut to its own longest completion (design note 3)
+        widths = [max(1, max(len(completions[i]) for i in sel[s])) for s in chunks]
+        mbs = [(idx[s, : P + w], valid[s, : P + w], mask[s, :w], a[s]) for s, w in zip(chunks, widths)]
         # 4) log-probs: the frozen reference's now; the behaviour policy's are the first epoch's (design note 1)
-        ref_logp, old_logp = [None] * len(chunks), [None] * len(chunks)
+        ref_logp, old_logp = [None] * len(mbs), [None] * len(mbs)
         if ref is not None:
             with torch.no_grad(), autocast:
-                for j, s in enumerate(chunks):
-                    ref_logp[j] = completion_logp(ref, idx[s, cols[j]], valid[s, cols[j]], P,
-                                                  temperature=args.temperature)[0]
+                ref_logp = [completion_logp(ref, x, v, P, temperature=args.temperature)[0] for x, v, _, _ in mbs]
         # 5) ppo_epochs x (micro-batches of gradients, one optimizer step)
         for epoch in range(args.ppo_epochs):
-            for j, s in enumerate(chunks):
-                parallel.sync_grads(model, j == len(chunks) - 1)
+            for j, (x, v, mk, a_mb) in enumerate(mbs):
+                parallel.sync_grads(model, j == len(mbs) - 1)
                 with autocast:
                     # (MoE: the empty micro-batch's row is no load, so N processes balance as one does)
-                    x, v, mk = idx[s, cols[j]], valid[s, cols[j]], mask[s, : cols[j].stop - P]
                     logp, ent = completion_logp(model, x, v, P, True, args.temperature, v & mk.any(1, keepdim=True))
-                loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a[s], mk, eps_low=args.eps_low,
+                loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a_mb, mk, eps_low=args.eps_low,
                                       eps_high=args.eps_high, beta=args.beta, kl=args.kl, agg=args.agg,
                                       max_len=args.max_new_tokens, entropy=ent, n_tokens=n_tokens, n_seqs=n_seqs)
                 if epoch == 0 and args.ppo_epochs > 1:
@@ -319,8 +314,6 @@ def main(argv=None):
                                             args.max_new_tokens, args.pass_k, args.pass_k_tasks, autocast)}
         print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step" and v is not None))
         log(res)
-
-    from tqdm import tqdm
 
     if step == 0:
         evaluate()
