@@ -46,9 +46,8 @@ def matmul_floor(model, batch, prompt_len, new_tokens):
     """The matmuls alone of sampling new_tokens after a prompt_len prefill, batch rows (docstring above)."""
     cfg, hd, kv = model.cfg, model.cfg.head_dim, model.cfg.n_kv_heads
     rep = cfg.n_heads // kv
-    weights = [(torch.cat([b.self_attn.q_proj.weight, b.self_attn.k_proj.weight, b.self_attn.v_proj.weight]).t(),
-                b.self_attn.o_proj.weight.t(), torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]).t(),
-                b.mlp.down_proj.weight.t()) for b in model.layers]  # fused once, outside the clock
+    weights = [(b.self_attn.qkv_proj.weight.t(), b.self_attn.o_proj.weight.t(), b.mlp.gate_up_proj.weight.t(),
+                b.mlp.down_proj.weight.t()) for b in model.layers]
     k = torch.randn(cfg.n_layers, batch, kv, prompt_len + new_tokens, hd)  # the cache's shape when full
     v = torch.randn_like(k)
     prompt, token = torch.randn(batch, prompt_len, cfg.dim), torch.randn(batch, 1, cfg.dim)

@@ -3,8 +3,11 @@ Checkpoints: Hugging Face directories in, Hugging Face directories out (model.py
 and save_pretrained are these functions).
 
 Design notes:
-1. Module names are the Hugging Face ones (`q_proj`, `gate_proj`, `input_layernorm`, ...), so a
-   checkpoint key is just "model." + our key (`lm_head.weight` excepted). MoE blocks use
+1. Module names are the Hugging Face ones (`o_proj`, `down_proj`, `input_layernorm`, ...), so a
+   checkpoint key is just "model." + our key (`lm_head.weight` excepted). The two fused projections
+   (model.py design note 2) are the exception: our `qkv_proj` is HF's `q_proj`, `k_proj`, `v_proj`
+   stacked along the output rows, our `gate_up_proj` is `gate_proj` then `up_proj` (`split_fused`);
+   loading concatenates, saving splits, so files on disk always hold HF's names. MoE blocks use
    DeepSeek-V3's names (`mlp.gate.weight`, `mlp.gate.e_score_correction_bias`, `mlp.experts.N.*`,
    `mlp.shared_experts.*`); Qwen2-MoE's `mlp.shared_expert.*` (with its `shared_expert_gate`) is
    renamed on the way in and out.
@@ -46,7 +49,7 @@ def load(cls, path, dtype=None, device=None):
     tensors = experts_from_hf(read_safetensors(path))
     with torch.device("meta"):
         model = cls(cfg)
-    expected = {hf_key(k): v for k, v in model.state_dict().items()}
+    expected = {hf_key(part): t for k, v in model.state_dict().items() for part, t in split_fused(k, v, cfg)}
     if cfg.tie_embeddings:
         expected.pop("lm_head.weight")
         tensors.pop("lm_head.weight", None)  # some tied checkpoints store it anyway
@@ -70,7 +73,7 @@ def load(cls, path, dtype=None, device=None):
         keep = dtype is None or k.endswith("e_score_correction_bias")
         t = t.to(device=device, dtype=t.dtype if keep else dtype)
         state[k[len("model.") :] if k.startswith("model.") else k] = t
-    model.load_state_dict(state, strict=False, assign=True)
+    model.load_state_dict(join_fused(state, model.state_dict(), cfg), strict=False, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     model.hf_config = hf
@@ -92,7 +95,8 @@ def save(model, path, tokenizer=None, train_state=None, state_dict=None):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     state = model.state_dict() if state_dict is None else state_dict
-    state = {hf_key(k): v.detach().contiguous().cpu() for k, v in state.items()}
+    state = {hf_key(part): t.detach().contiguous().cpu() for k, v in state.items()
+             for part, t in split_fused(k, v, model.cfg)}
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     dtype = str(model.embed_tokens.weight.dtype).replace("torch.", "")
@@ -118,6 +122,30 @@ def save(model, path, tokenizer=None, train_state=None, state_dict=None):
 def hf_key(key):
     """Our state-dict key -> Hugging Face key."""
     return key if key.startswith("lm_head.") else "model." + key
+
+
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def split_fused(key, t, cfg):
+    """One of our tensors -> [(key, tensor)] in HF's layout: a fused projection's weight or bias
+    split into views of its parts (design note 1), anything else as it is."""
+    prefix, name, leaf = ("." + key).rsplit(".", 2)  # e.g. ".layers.0.self_attn", "qkv_proj", "weight"
+    if name not in FUSED:
+        return [(key, t)]
+    kv = cfg.n_kv_heads * cfg.head_dim
+    sizes = [cfg.n_heads * cfg.head_dim, kv, kv] if name == "qkv_proj" else [len(t) // 2] * 2
+    return [(f"{prefix}.{part}.{leaf}"[1:], piece) for part, piece in zip(FUSED[name], t.split(sizes))]
+
+
+def join_fused(state, ours, cfg):
+    """Tensors under our keys but with HF's q/k/v and gate/up parts -> each of `ours` (a state dict)
+    fused projections concatenated from its parts, in place."""
+    for k, v in ours.items():
+        parts = [part for part, _ in split_fused(k, v, cfg)]
+        if parts != [k]:
+            state[k] = torch.cat([state.pop(part) for part in parts])
+    return state
 
 
 def experts_from_hf(tensors):

@@ -4,7 +4,9 @@ Batched, KV-cached sampling with s1-style budget forcing, and rejection sampling
 Design notes:
 1. Ragged prompts are left-padded into one batch; the model counts positions over valid slots
    only, so every row sees exactly what it would see alone. One prefill, then one token per step
-   written in place into a preallocated cache (model.KVCache).
+   written in place into a preallocated cache (model.KVCache). The prefill runs lm_head on each
+   row's last position only: a 150-token prompt times Qwen's 152k-token vocabulary would otherwise
+   be 90 MB of fp32 logits per row, all thrown away.
 2. Finished rows (a stop id, or the length limit) stop contributing: their outputs are dropped at
    once, and once a quarter of the batch has finished the cache is compacted so later steps skip
    them. Compacting on every single finish would copy the whole cache up to B times.
@@ -22,7 +24,12 @@ Design notes:
    a function of the seed, its index and its own tokens, whatever other rows do; with `row0` and
    `n_rows` a process that samples rows row0.. of a batch of n_rows (train_rl.py under torchrun,
    parallel.py) gets exactly the draws those rows get when one process samples them all.
-7. Rejection sampling (R1 stage 3): k samples per training task, kept when correct and (by
+7. Prefix sharing: GRPO samples G completions of a prompt, passed as G identical prompts in a
+   row. Each run of identical consecutive prompts is prefilled once and its cache rows copied to the
+   run's rows (KVCache.select_rows), so the prefill costs the distinct prompts, not all B rows.
+   Detected, not declared: no caller can get it wrong; equal prompts that are not neighbours are
+   merely prefilled twice. Rows get the tokens a prefill per row gives (tests/test_sample.py).
+8. Rejection sampling (R1 stage 3): k samples per training task, kept when correct and (by
    default) in the strict think/answer format; one distinct response per task unless asked for
    more. A kept response is the decoded completion minus a trailing end-of-text, which
    train_sft.encode_pairs appends back, so it re-encodes to the generated ids, unless the model
@@ -62,7 +69,8 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(), seed=None,
-             pad_id=0, think_end=None, min_think=0, max_think=None, wait_ids=(), answer_prefix=(), row0=0, n_rows=None):
+             pad_id=0, think_end=None, min_think=0, max_think=None, wait_ids=(), answer_prefix=(), row0=0, n_rows=None,
+             share_prefix=True):
     """Sample a completion for each prompt.
 
     Args:
@@ -74,6 +82,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
             answer_prefix follows a forced think_end.
         row0, n_rows: these prompts are rows row0 .. row0 + len(prompts) - 1 of a batch of n_rows
             (default: the whole batch), for the random draws (design note 6).
+        share_prefix: prefill each run of identical consecutive prompts once (design note 7).
     Returns:
         list of completions (token-id lists), one per prompt.
     """
@@ -93,13 +102,20 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     gen = torch.Generator(device).manual_seed(seed) if seed is not None else None
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
 
-    idx = torch.full((B, P), pad_id, dtype=torch.long)
-    valid = torch.zeros(B, P, dtype=torch.bool)
-    for b, p in enumerate(prompts):
+    new_run = [b == 0 or not share_prefix or prompts[b] != prompts[b - 1] for b in range(B)]  # (note 7)
+    distinct = [p for p, new in zip(prompts, new_run) if new]
+    idx = torch.full((len(distinct), P), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(distinct), P, dtype=torch.bool)
+    for b, p in enumerate(distinct):
         idx[b, P - len(p) :] = torch.tensor(p)
         valid[b, P - len(p) :] = True
-    cache = model.new_cache(B, P + max_new_tokens)
-    logits = model(idx.to(device), valid=valid.to(device), cache=cache)[:, -1]
+    cache = model.new_cache(len(distinct), P + max_new_tokens)
+    hidden = model(idx.to(device), valid=valid.to(device), cache=cache, return_hidden=True)[:, -1]
+    logits = model.lm_head(hidden)  # the last position only (note 1)
+    if len(distinct) < B:  # copy each run's cache row and logits to all its prompts
+        run = (torch.tensor(new_run).cumsum(0) - 1).to(device)  # (B,) the run of each prompt
+        cache.select_rows(run)
+        logits = logits[run]
 
     out = [[] for _ in range(B)]
     rows = list(range(B))  # original index of each cache row
@@ -124,7 +140,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
             break
         if n_live <= 0.75 * len(rows):  # compact: finished rows stop costing compute
             keep = live.nonzero().squeeze(1)
-            cache.keep_rows(keep)
+            cache.select_rows(keep)
             rows, draw = [rows[i] for i in keep.tolist()], draw[keep]
             nxt, live = nxt[keep], live[keep]
         logits = model(nxt[:, None], valid=live[:, None], cache=cache)[:, -1]

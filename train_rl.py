@@ -162,7 +162,7 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0, l
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
     describe the distribution the rollouts came from (as verl does). The lm_head runs on completion
-    positions only, fused with the log-softmax (model.py note 7): no [tokens, vocab] logits in full."""
+    positions only, fused with the log-softmax (model.py note 6): no [tokens, vocab] logits in full."""
     B, L = idx.shape[0], idx.shape[1] - P
     where = torch.zeros(B, P + L - 1, dtype=torch.bool, device=idx.device)
     where[:, P - 1 :] = True  # the positions that predict completion tokens

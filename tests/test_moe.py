@@ -87,7 +87,7 @@ def test_every_expert_gets_a_gradient_even_without_tokens():
         layer.gate.e_score_correction_bias.copy_(torch.tensor([9.0, 9.0] + [0.0] * 6))  # all tokens to 0 and 1
     layer(torch.randn(2, 5, 32, dtype=torch.float64)).sum().backward()
     assert all(p.grad is not None for p in layer.parameters())
-    assert layer.experts[5].gate_proj.weight.grad.abs().sum() == 0
+    assert layer.experts[5].gate_up_proj.weight.grad.abs().sum() == 0
 
 
 def test_padding_does_not_count_toward_load():
@@ -271,7 +271,7 @@ def test_moe_layer_equals_transformers_deepseek_v3_moe():
     """DeepSeek-V3's routing (sigmoid, bias for selection only, groups of experts, normalised and
     scaled weights, shared experts), layer against layer: their module's tensors (fused experts) go
     through our checkpoint naming. (Whole DeepSeek-V3 checkpoints need MLA, which we lack.)"""
-    from checkpoint import experts_from_hf, moe_config_from_hf
+    from checkpoint import experts_from_hf, join_fused, moe_config_from_hf
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
     hf = transformers.DeepseekV3Config(hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
                                        n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2,
@@ -286,7 +286,7 @@ def test_moe_layer_equals_transformers_deepseek_v3_moe():
     assert (cfg.score_func, cfg.n_groups, cfg.topk_groups, cfg.shared_inter_dim) == ("sigmoid", 4, 2, 32)
     ours = MoE(cfg).eval()
     state = experts_from_hf({"model.layers.0.mlp." + k: v for k, v in ref.state_dict().items()})
-    ours.load_state_dict({k[len("model.layers.0.mlp."):]: v for k, v in state.items()})
+    ours.load_state_dict(join_fused({k[len("model.layers.0.mlp."):]: v for k, v in state.items()}, ours.state_dict(), cfg))
     x = torch.randn(2, 25, 32)
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max().item() <= 1e-5

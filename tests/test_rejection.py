@@ -1,5 +1,6 @@
 """sample.py rejection sampling: keeps correct, distinct, well-formed responses that train_sft.py reads back exactly."""
 
+import functools
 import json
 import os
 import subprocess
@@ -30,6 +31,13 @@ def tok():
     return train_sft.train_tokenizer(texts, 128)
 
 
+@pytest.fixture(autouse=True)
+def prefill_per_row(monkeypatch):
+    """Scripted gives identical prompts different completions, which no real model can (they get the
+    same logits), so generate's prefix sharing (sample.py note 7) would merge them: off here."""
+    monkeypatch.setattr(sample, "generate", functools.partial(sample.generate, share_prefix=False))
+
+
 class Scripted(Transformer):
     """Scripted tokens: the rows of each prompt emit its completions (token ids) in order; no compute."""
 
@@ -38,6 +46,7 @@ class Scripted(Transformer):
         super().__init__(ModelConfig(vocab_size=tok.get_vocab_size(), dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
                                      inter_dim=64, max_seq_len=512))
         self.completions = {tuple(encode_ids(tok, p)): c for p, c in completions.items()}
+        self.lm_head = torch.nn.Identity()  # forward returns logits even when asked for hidden states
 
     def forward(self, idx, valid=None, cache=None, return_hidden=False):
         if idx.shape[1] > 1:  # prefill: each row takes the next unused completion of its prompt

@@ -98,12 +98,14 @@ def test_top_k_and_top_p_sample_the_renormalised_distribution():
 # ----------------------------------------------------------------------------------- budget forcing
 
 class Scripted(Transformer):
-    """Real cache mechanics, scripted logits: the next token is script(last fed token)."""
+    """Real cache mechanics, scripted logits: the next token is script(last fed token). forward
+    returns the logits whether asked for hidden states or not, and lm_head passes them through."""
 
     def __init__(self, script):
         torch.manual_seed(0)
         super().__init__(CFG)
         self.script, self.fed = script, []
+        self.lm_head = torch.nn.Identity()
 
     def forward(self, idx, valid=None, cache=None, return_hidden=False):
         super().forward(idx, valid=valid, cache=cache)
@@ -167,8 +169,8 @@ def test_rollback_leaves_the_model_state_of_the_clean_sequence():
 def test_finished_rows_are_compacted_away_without_changing_any_row(monkeypatch):
     import model
     kept = []
-    keep_rows = model.KVCache.keep_rows
-    monkeypatch.setattr(model.KVCache, "keep_rows", lambda self, rows: kept.append(len(rows)) or keep_rows(self, rows))
+    select_rows = model.KVCache.select_rows
+    monkeypatch.setattr(model.KVCache, "select_rows", lambda self, rows: kept.append(len(rows)) or select_rows(self, rows))
     m = tiny_model()
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in torch.randint(1, 20, (12,), generator=g)]
@@ -177,3 +179,26 @@ def test_finished_rows_are_compacted_away_without_changing_any_row(monkeypatch):
     batch = generate(m, prompts, max_new_tokens=24, temperature=0, stop_ids=[stop])
     assert kept and kept[0] < 12  # the batch did shrink
     assert batch == [generate(m, [p], max_new_tokens=24, temperature=0, stop_ids=[stop])[0] for p in prompts]
+
+
+def test_prefix_sharing_prefills_each_group_once_and_gives_each_row_its_own_tokens(monkeypatch):
+    """sample.py note 7: GRPO's G copies of a prompt are prefilled once (the cache starts with one
+    row per run of equal neighbours), and every row gets the tokens it gets when sampled alone with
+    its own draws (row0 / n_rows, note 6): greedy, T=1, top-p, with a stop id."""
+    import model
+    rows = []
+    new_cache = model.Transformer.new_cache
+    monkeypatch.setattr(model.Transformer, "new_cache", lambda self, b, n: rows.append(b) or new_cache(self, b, n))
+    m, distinct = tiny_model(), ragged_prompts()[:3]
+    prompts = [p for p in distinct for _ in range(4)] + [distinct[0]]  # runs of 4, 4, 4, then one more
+    stop = generate(m, [distinct[1]], max_new_tokens=24, temperature=0)[0][5]
+    for kw in (dict(temperature=0), dict(temperature=1.0, seed=3), dict(temperature=0.8, top_p=0.9, seed=4),
+               dict(temperature=1.0, seed=5, stop_ids=[stop])):
+        rows.clear()
+        batch = generate(m, prompts, max_new_tokens=24, **kw)
+        assert rows == [4]  # 13 rows, 4 runs
+        alone = [generate(m, [p], max_new_tokens=24, row0=r, n_rows=len(prompts), **kw)[0]
+                 for r, p in enumerate(prompts)]
+        assert batch == alone
+        if kw["temperature"] > 0:
+            assert len({tuple(o) for o in batch[:4]}) > 1  # the copies of a prompt sample different tokens
