@@ -9,7 +9,12 @@ reference log-probs (beta > 0), one forward/backward over all rollouts, clip the
 one AdamW step. Ours is `train_rl.grpo_step`, called unchanged; TRL's is one iteration of
 `GRPOTrainer.train()`. Each side runs a warm-up step, then `--repeats` steps, interleaved (a
 trainer callback runs our step after each of TRL's, outside TRL's clock) so background load hits
-both alike; the best step counts.
+both alike; the best step counts. Each side's best step is also split by phase: sampling,
+reference log-probs, policy forward+backward, gradient clipping + AdamW, the rest (rewards,
+advantages, bookkeeping), from timers wrapped around the functions each side calls for them:
+ours `generate`, `completion_logp` (with and without grad), `Tensor.backward` and
+`parallel.optimizer_step`; TRL's `_generate`, `_get_per_token_logps_and_entropies`,
+`_prepare_inputs`, `training_step`, `_clip_grad_norm` and its optimizer-step callbacks.
 
 What is equal on both sides:
 1. The checkpoint: a random tiny Qwen2, fp32, tied embeddings, of one of two shapes (--shape):
@@ -72,6 +77,24 @@ import train_rl
 from model import ModelConfig, Transformer
 from rewards import countdown_reward
 from sample import stop_ids_for
+
+PHASES = ("sampling", "reference", "policy", "optimizer")
+
+
+def timed(obj, name, split, phase):
+    """Wrap obj.name so its wall time adds to split[phase] (phase: a name, or a function picking one)."""
+    fn = getattr(obj, name)
+
+    def wrapper(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            split[phase() if callable(phase) else phase] += time.perf_counter() - t0
+
+    setattr(obj, name, wrapper)
+    return fn  # the original, to put back
+
 
 SHAPES = {  # vocab, dim, layers, heads, kv heads, SwiGLU width
     "bench": (1024, 256, 4, 8, 2, 688),  # the shape every README number before --shape existed was measured on
@@ -170,7 +193,32 @@ def main():
         trainer = GRPOTrainer(model=theirs, reward_funcs=reward_countdown, args=config, train_dataset=data,
                               processing_class=hf_tok)
 
-        ours_t, trl_t, ours_recs = [], [], []
+        ours_t, trl_t, ours_recs, ours_split, trl_split = [], [], [], [], []
+        split = dict.fromkeys(PHASES + ("prepare", "step"), 0.0)  # TRL's current step, by phase
+        # TRL: _generate samples; log-probs without grad are the reference's (its behaviour log-probs are
+        # skipped on-policy); training_step minus its _prepare_inputs is the policy forward and backward
+        grad_phase = lambda: "policy" if torch.is_grad_enabled() else "reference"  # noqa: E731
+        timed(trainer, "_generate", split, "sampling")
+        timed(trainer, "_get_per_token_logps_and_entropies", split, grad_phase)
+        timed(trainer, "_prepare_inputs", split, "prepare")
+        timed(trainer, "training_step", split, "step")
+        timed(trainer, "_clip_grad_norm", split, "optimizer")
+
+        def our_step(step):
+            """train_rl.grpo_step, unchanged, with timers around what it calls; -> (seconds, record, split)."""
+            ours = dict.fromkeys(PHASES, 0.0)
+            originals = [(train_rl, "generate", timed(train_rl, "generate", ours, "sampling")),
+                         (train_rl, "completion_logp", timed(train_rl, "completion_logp", ours, grad_phase)),
+                         (torch.Tensor, "backward", timed(torch.Tensor, "backward", ours, "policy")),
+                         (train_rl.parallel, "optimizer_step", timed(train_rl.parallel, "optimizer_step", ours,
+                                                                     "optimizer"))]
+            try:
+                t0 = time.perf_counter()
+                rec = train_rl.grpo_step(model, ref, opt, tok, tasks, rl_args, step, autocast)
+                return time.perf_counter() - t0, rec, ours
+            finally:
+                for obj, name, fn in originals:
+                    setattr(obj, name, fn)
 
         class Interleave(TrainerCallback):
             """After each TRL step (its clock stopped), run one of ours, then restart TRL's clock."""
@@ -178,12 +226,20 @@ def main():
             def on_train_begin(self, *a, **kw):
                 self.t = time.perf_counter()
 
+            def on_pre_optimizer_step(self, *a, **kw):
+                self.t_opt = time.perf_counter()
+
+            def on_optimizer_step(self, *a, **kw):
+                split["optimizer"] += time.perf_counter() - self.t_opt
+
             def on_step_end(self, _args, state, *a, **kw):
                 trl_t.append(time.perf_counter() - self.t)
-                t0 = time.perf_counter()
-                rec = train_rl.grpo_step(model, ref, opt, tok, tasks, rl_args, state.global_step, autocast)
-                ours_t.append(time.perf_counter() - t0)
+                trl_split.append({**split, "policy": split["step"] - split["prepare"]})
+                split.update(dict.fromkeys(split, 0.0))
+                t, rec, phases = our_step(state.global_step)
+                ours_t.append(t)
                 ours_recs.append(rec)
+                ours_split.append(phases)
                 self.t = time.perf_counter()
 
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training summary
@@ -214,10 +270,14 @@ def main():
     print(f"reward countdown_reward; groups with signal: ours {our_sig:.0%}, TRL {trl_sig:.0%}")
     print(f"best of {args.repeats} steps after one warm-up, interleaved "
           f"(all steps, s: ours {' '.join(f'{t:.2f}' for t in ours_t)}; TRL {' '.join(f'{t:.2f}' for t in trl_t)})")
-    t_gen = min(r["time_gen"] for r in ours_recs[1:])
-    print(f"r1-mini train_rl.grpo_step: {t_ours:7.3f} s/step  (its fastest sampling: {t_gen:.3f} s)")
+    print(f"r1-mini train_rl.grpo_step: {t_ours:7.3f} s/step")
     print(f"TRL GRPOTrainer:            {t_trl:7.3f} s/step")
     print(f"ratio: {t_trl / t_ours:.2f}x")
+    print("best steps by phase, s: sampling / reference log-probs / policy forward+backward / grad clip+AdamW / rest")
+    for name, times, splits in (("r1-mini", ours_t, ours_split), ("TRL    ", trl_t, trl_split)):
+        best = 1 + times[1:].index(min(times[1:]))
+        parts = [splits[best][p] for p in PHASES]
+        print(f"  {name}: " + " / ".join(f"{p:.3f}" for p in parts + [times[best] - sum(parts)]))
 
 
 if __name__ == "__main__":

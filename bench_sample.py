@@ -3,6 +3,8 @@ Sampling throughput: r1-mini's generate, transformers' generate and the matmul f
 
 Both samplers sample (temperature 1, no top-k/top-p) 128 new tokens for each of 32 prompts of 32
 tokens, fp32, on this machine's CPU, with no stop token, so both produce exactly B * 128 tokens.
+The model is a random tiny Qwen2 of bench_grpo.py's shapes: "bench" (dim 256, vocab 1024) or
+"tiny", the 0.8M model the Countdown runs train (dim 128, vocab 121).
 
 The floor is the same decode reduced to its matrix multiplies, with the model's weights and a KV
 cache of the real shape: a prefill of the prompts, then one step per new token, each running per
@@ -24,6 +26,7 @@ import time
 
 import torch
 
+from bench_grpo import SHAPES
 from model import ModelConfig, Transformer
 from sample import generate
 
@@ -72,6 +75,7 @@ def matmul_floor(model, batch, prompt_len, new_tokens):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--shape", default="bench", choices=sorted(SHAPES), help="model shape (bench_grpo.py's)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--prompt_len", type=int, default=32)
     ap.add_argument("--new_tokens", type=int, default=128)
@@ -83,7 +87,9 @@ def main():
     import transformers
 
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=2, inter_dim=688, max_seq_len=512)
+    V, dim, n_layers, n_heads, n_kv_heads, inter_dim = SHAPES[args.shape]
+    cfg = ModelConfig(vocab_size=V, dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                      inter_dim=inter_dim, max_seq_len=512)
     ours = Transformer(cfg).eval()
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)
@@ -104,7 +110,8 @@ def main():
     load = os.getloadavg()[0]
     t_ours, t_theirs, t_floor = best_times([run_ours, run_theirs, matmul_floor(ours, B, args.prompt_len, N)],
                                            args.repeats)
-    print(f"tiny Qwen2 (dim 256, 4 layers, 8 heads, 2 kv heads, vocab 1024), fp32, {torch.get_num_threads()} threads; "
+    print(f"tiny Qwen2 ({args.shape}: dim {dim}, {n_layers} layers, {n_heads} heads, {n_kv_heads} kv heads, "
+          f"vocab {V}), fp32, {torch.get_num_threads()} threads; "
           f"load average {load:.2f} on {os.cpu_count()} cores before the run")
     print(f"batch {B}, prompt {args.prompt_len}, {N} new tokens, sampling; best of {args.repeats}, interleaved")
     print(f"r1-mini generate:      {B * N / t_ours:8.0f} tokens/s  ({t_ours:.3f} s)")
