@@ -93,6 +93,27 @@ def test_save_pretrained_loads_in_transformers_with_same_logits(cfg, tmp_path):
         assert torch.equal(again(idx), ours(idx))
 
 
+def test_fused_projections_are_written_as_hf_parts(tmp_path):
+    """q/k/v (one qkv_proj) and gate/up (one gate_up_proj) are HF's parts stacked along the output
+    rows, in HF's order: the file holds the parts, never our fused names, and reloads bit for bit."""
+    from safetensors.torch import load_file
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=24, inter_dim=96)
+    ours = Transformer(cfg)
+    ours.save_pretrained(tmp_path)
+    file = load_file(tmp_path / "model.safetensors")
+    assert not any("qkv_proj" in k or "gate_up_proj" in k for k in file)
+    attn, mlp = ours.layers[1].self_attn.qkv_proj, ours.layers[1].mlp.gate_up_proj
+    for leaf, fused in (("weight", attn.weight), ("bias", attn.bias)):
+        q, k, v = (file[f"model.layers.1.self_attn.{p}_proj.{leaf}"] for p in "qkv")
+        assert (len(q), len(k), len(v)) == (4 * 24, 2 * 24, 2 * 24)
+        assert torch.equal(torch.cat([q, k, v]), fused.detach())
+    gate, up = file["model.layers.1.mlp.gate_proj.weight"], file["model.layers.1.mlp.up_proj.weight"]
+    assert gate.shape == up.shape == (96, 64) and torch.equal(torch.cat([gate, up]), mlp.weight.detach())
+    again = Transformer.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+
+
 def test_from_pretrained_casts_dtype(tmp_path):
     hf_model("qwen2").save_pretrained(tmp_path)
     m = Transformer.from_pretrained(tmp_path, dtype=torch.bfloat16)
