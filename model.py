@@ -121,8 +121,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):  # x * rsqrt(mean(x^2) + eps) in fp32, cast back, times weight (one fused op: F.rms_norm)
-        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
 
 
 def rope_tables(max_len, head_dim, theta, device, dtype):
@@ -161,8 +164,13 @@ class KVCache:
 
     def select_rows(self, rows):
         """Keep these rows, in this order (rows: LongTensor, repeats allowed): drops finished rows so
-        later steps skip them, or copies a prompt's prefilled row to each of its samples."""
-        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        later steps skip them, or copies a prompt's prefilled row to each of its samples. Only the
+        `len` slots written so far are copied (the rest are written before anything reads them)."""
+        shape = (self.k.shape[0], len(rows), *self.k.shape[2:])
+        k, v = self.k.new_empty(shape), self.v.new_empty(shape)
+        k[:, :, :, : self.len] = self.k[:, rows, :, : self.len]
+        v[:, :, :, : self.len] = self.v[:, rows, :, : self.len]
+        self.k, self.v = k, v
         self.valid, self.n_valid = self.valid[rows], self.n_valid[rows]
 
 
