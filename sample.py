@@ -9,7 +9,7 @@ Design notes:
    be 90 MB of fp32 logits per row, all thrown away.
 2. Finished rows (a stop id, or the length limit) stop contributing: their outputs are dropped at
    once, and once a quarter of the batch has finished the cache is compacted so later steps skip
-   them. Compacting on every single finish would copy the whole cache up to B times.
+   them. Compacting on every single finish would copy the cache's written slots up to B times.
 3. Budget forcing (s1, "Simple test-time scaling"): the completion starts inside the thinking
    (the prompt ends with `<think>`). If the model closes the thinking (`think_end`, any number of
    tokens) before `min_think` tokens, the delimiter is rolled back (its cache slots are masked
