@@ -40,7 +40,7 @@ import time
 
 import torch
 
-import kernels
+import r1_kernels as kernels  # kernels/ (r1_kernels.py says why the import name differs)
 
 LOGITS = ["naive", "torch", "triton", "liger"]
 LINEAR = ["naive-linear", "linear", "liger-linear"]

@@ -29,7 +29,7 @@ Design notes:
 5. Dispatch sorts (token, expert) pairs by expert and runs each expert once on its slice, as
    DeepSeek-V3's inference code does; a Python loop over experts, never over tokens.
 6. The training losses need log p(target) at some positions, not logits. `forward(..., targets=,
-   where=)` returns them through kernels.linear_token_logprobs, so the lm_head runs inside forward:
+   where=)` returns them through linear_token_logprobs (kernels/), so the lm_head runs inside forward:
    under DDP or FSDP (parallel.py) forward is the one call the wrapper sees, and FSDP gathers a
    module's weights only for its own forward.
 """
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 import checkpoint
-import kernels
+from r1_kernels import linear_token_logprobs  # kernels/logprobs.py (r1_kernels.py: why the two names)
 from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer  # noqa: F401 (the scripts import them from here)
 
 
@@ -478,8 +478,7 @@ class Transformer(nn.Module):
             cache.len += T
         x = self.norm(x)
         if targets is not None:  # lm_head fused with the log-softmax: the (n, vocab) logits never exist in full
-            return kernels.linear_token_logprobs(x[where], self.lm_head.weight, targets[where], temperature,
-                                                 with_entropy)
+            return linear_token_logprobs(x[where], self.lm_head.weight, targets[where], temperature, with_entropy)
         return x if return_hidden else self.lm_head(x)
 
 

@@ -7,15 +7,18 @@ hand-derived float64 loops in test_grpo.py). Tolerances: values 1e-5, gradients 
 """
 
 import math
+import os
+import pathlib
+import subprocess
 import sys
 
 import pytest
 import torch
 
-import kernels
+import r1_kernels as kernels  # the kernels/ folder (r1_kernels.py: why the import name differs)
 from grpo import policy_loss
-from kernels import logprobs
-from kernels import policy_loss as pl
+from r1_kernels import logprobs
+from r1_kernels import policy_loss as pl
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton backend's device
 no_triton = pytest.mark.skipif(logprobs.triton is None and sys.platform != "linux", reason="triton is Linux-only")
@@ -348,7 +351,47 @@ def test_token_kl_and_its_gradient_match_float64_per_token(backend, kl):
 
 # ------------------------------------------------------------------------------------ the package
 
-def test_package_has_no_version_so_transformers_does_not_take_it_for_the_hub_library():
-    assert not hasattr(kernels, "__version__")
-    import_utils = pytest.importorskip("transformers.utils.import_utils")
-    assert not import_utils.is_kernels_available()
+SIDE_BY_SIDE = """
+import importlib.metadata, os, sys, tempfile
+import torch
+import r1_kernels                                   # ours: the kernels/ folder
+import transformers
+import transformers.integrations.hub_kernels        # imports Hugging Face's `kernels` where installed
+from model import Transformer
+import kernels                                      # whatever `kernels` is now: never our folder
+assert not hasattr(kernels, "linear_token_logprobs") and getattr(kernels, "__file__", None) != os.path.abspath("kernels")
+try:
+    importlib.metadata.version("kernels")
+    hub = True
+except importlib.metadata.PackageNotFoundError:
+    hub = False
+assert transformers.utils.import_utils.is_kernels_available() in ((True, False) if hub else (False,))
+tiny = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)
+for ref in (transformers.LlamaForCausalLM(transformers.LlamaConfig(**tiny, tie_word_embeddings=False)),
+            transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**tiny, head_dim=24, tie_word_embeddings=True))):
+    path = tempfile.mkdtemp()
+    ref.eval().save_pretrained(path)
+    ours = Transformer.from_pretrained(path)
+    idx = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        want = ref(idx).logits
+        assert (ours(idx) - want).abs().max() <= 1e-4
+        where = torch.ones(2, 10, dtype=torch.bool)
+        logp = ours(idx[:, :-1], targets=idx[:, 1:], where=where)   # through r1_kernels.linear_token_logprobs
+        ref_logp = want[:, :-1].log_softmax(-1).gather(-1, idx[:, 1:, None])[..., 0]
+        assert (logp - ref_logp.flatten()).abs().max() <= 1e-4
+print("side by side:", "hub kernels", importlib.metadata.version("kernels") if hub else "absent")
+"""
+
+
+def test_our_kernels_and_transformers_work_in_one_process_started_from_the_repository_root():
+    """`kernels` is also Hugging Face's kernel-hub library, which transformers imports: from the repository
+    root our folder must not take its name (r1_kernels.py), or transformers fails to build a model."""
+    pytest.importorskip("transformers")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the repository root only as a script's is
+    run = subprocess.run([sys.executable, "-c", SIDE_BY_SIDE], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "side by side:" in run.stdout
