@@ -16,7 +16,9 @@ Design notes:
 3. Padding and caching share one mechanism: a boolean `valid` mask over token slots. Positions are
    counted over valid slots only, so left padding, ragged batches and rolled-back tokens (budget
    forcing) all get the positions a lone, unpadded sequence would get. The KV cache is preallocated
-   once (`[layers, B, n_kv_heads, max_len, head_dim]`) and filled in place.
+   once and filled in place, keys transposed (`[layers, B, n_kv_heads, head_dim, max_len]`), so that
+   a decode step's scores are one batched matmul over contiguous blocks (about 3x faster on CPU
+   than against `(max_len, head_dim)` keys at decode shapes: docs/sampling.md).
 4. MoE is opt-in (`n_routed_experts` > 0) and DeepSeek-V3's: shared experts plus top_k routed
    ones, softmax or sigmoid scores, optional group-limited routing, the first `first_k_dense`
    layers dense. Balancing is auxiliary-loss-free: a per-expert bias, a buffer, shifts which experts
@@ -32,6 +34,13 @@ Design notes:
    where=)` returns them through linear_token_logprobs (kernels/), so the lm_head runs inside forward:
    under DDP or FSDP (parallel.py) forward is the one call the wrapper sees, and FSDP gathers a
    module's weights only for its own forward.
+7. Sampling decodes with `Decoder`, not forward. One token per row is a few dozen small matmuls,
+   and its cost is the number of PyTorch calls around them (on CPU a small call costs 5-15 us in a
+   decode loop, whose weights evict the caches between calls: docs/sampling.md). Decoder is
+   forward's arithmetic in fewer calls: no module calls, mask and positions read from the cache,
+   RoPE by one roll, residual adds inside the projections' matmuls. On CPU it multiplies by (in,
+   out) copies of the weights, made per generate call so that they never outlive an update.
+   tests/test_model.py checks it against forward for every architecture here.
 """
 
 import contextlib
@@ -115,6 +124,13 @@ class ModelConfig:
                 raise ValueError(f"top_k={self.top_k} is more than the experts in topk_groups={self.topk_groups} groups")
 
 
+def rms_norm(x, weight, eps):
+    """weight * x / rms(x), computed in fp32 and cast back before the weight, as transformers does."""
+    y = x.float()  # x itself when it is fp32
+    y = y * y.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()  # in place where autograd allows: fewer allocations
+    return weight * (y if y.dtype == x.dtype else y.to(x.dtype))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()
@@ -122,10 +138,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_tables(max_len, head_dim, theta, device, dtype):
@@ -149,28 +162,33 @@ def apply_rope(x, cos, sin):
 class KVCache:
     """Preallocated keys and values for every layer, filled in place one step at a time.
 
-    All rows share the slot counter `len`; `valid[b, s]` says whether slot s of row b holds a real
-    token (False for left padding and for tokens rolled back by budget forcing) and `n_valid[b]`
-    counts them, which is the position the row's next token gets.
+    Keys are stored transposed, `[layers, B, n_kv_heads, head_dim, max_len]`, values as
+    `[layers, B, n_kv_heads, max_len, head_dim]`: a decode step's scores are then `q @ k` and its
+    output `p @ v`, each one batched matmul over contiguous (head_dim, S) and (S, head_dim) blocks
+    (design note 3). All rows share the slot counter `len`; `valid[b, s]` says whether slot s of
+    row b holds a real token (False for left padding and for tokens rolled back by budget forcing)
+    and `n_valid[b]` counts them, which is the position the row's next token gets. Memory is
+    allocated once for `batch_size` rows; `rows` of them are in use (all by default).
     """
 
-    def __init__(self, cfg, batch_size, max_len, device=None, dtype=torch.float32):
-        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
-        self.n_valid = torch.zeros(batch_size, dtype=torch.long, device=device)
+    def __init__(self, cfg, batch_size, max_len, device=None, dtype=torch.float32, rows=None):
+        self.k_buf = torch.zeros(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, max_len, device=device, dtype=dtype)
+        self.v_buf = torch.zeros(cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim, device=device, dtype=dtype)
+        rows = batch_size if rows is None else rows
+        self.k, self.v = self.k_buf[:, :rows], self.v_buf[:, :rows]  # the rows in use
+        self.valid = torch.zeros(rows, max_len, dtype=torch.bool, device=device)
+        self.n_valid = torch.zeros(rows, dtype=torch.long, device=device)
         self.len = 0
 
     def select_rows(self, rows):
-        """Keep these rows, in this order (rows: LongTensor, repeats allowed): drops finished rows so
-        later steps skip them, or copies a prompt's prefilled row to each of its samples. Only the
-        `len` slots written so far are copied (the rest are written before anything reads them)."""
-        shape = (self.k.shape[0], len(rows), *self.k.shape[2:])
-        k, v = self.k.new_empty(shape), self.v.new_empty(shape)
-        k[:, :, :, : self.len] = self.k[:, rows, :, : self.len]
-        v[:, :, :, : self.len] = self.v[:, rows, :, : self.len]
-        self.k, self.v = k, v
+        """Keep these rows, in this order (rows: LongTensor, repeats allowed, at most batch_size): drops
+        finished rows so later steps skip them, or copies a prompt's prefilled row to each of its
+        samples. Only the `len` slots written so far are copied, within the memory allocated at the
+        start (on CPU, touching fresh pages of a large buffer costs more than the copy itself)."""
+        n, s = len(rows), self.len
+        k, v = self.k[:, rows, ..., :s], self.v[:, rows, :, :s]  # gathered copies, so rows may overlap
+        self.k, self.v = self.k_buf[:, :n], self.v_buf[:, :n]
+        self.k[..., :s], self.v[:, :, :, :s] = k, v
         self.valid, self.n_valid = self.valid[rows], self.n_valid[rows]
 
 
@@ -197,15 +215,12 @@ class Attention(nn.Module):
         q, k, v = qk[:, :nh], qk[:, nh:], v.transpose(1, 2)  # (B, heads, T, hd)
         if cache is not None:  # write this step's keys/values, attend over everything so far
             s = cache.len
-            cache.k[layer, :, :, s : s + T] = k
+            cache.k[layer, ..., s : s + T] = k.transpose(-1, -2)
             cache.v[layer, :, :, s : s + T] = v
-            k, v = cache.k[layer, :, :, : s + T], cache.v[layer, :, :, : s + T]
+            k, v = cache.k[layer, ..., : s + T].transpose(-1, -2), cache.v[layer, :, :, : s + T]
         rep = nh // nkv
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        elif T == 1:  # decoding: (rep, S) scores per kv head, in plain matmuls (2.5x faster than SDPA on CPU)
-            att = q.reshape(B, nkv, rep, hd) @ k.transpose(-1, -2) * hd**-0.5 + mask  # (B, n_kv, rep, S)
-            y = att.float().softmax(-1).to(v.dtype) @ v
         else:  # fold the query heads that share a kv head into the query axis: one attention per kv head
             # (about 2x faster than enable_gqa on CPU; the caller repeated the mask rep times along that axis)
             y = F.scaled_dot_product_attention(q.reshape(B, nkv, rep * T, hd), k, v, attn_mask=mask)
@@ -411,9 +426,21 @@ class Transformer(nn.Module):
         if isinstance(m, Gate):
             nn.init.normal_(m.weight, std=0.02)
 
-    def new_cache(self, batch_size, max_len):
+    def new_cache(self, batch_size, max_len, rows=None):
         p = self.embed_tokens.weight
-        return KVCache(self.cfg, batch_size, max_len, device=p.device, dtype=p.dtype)
+        return KVCache(self.cfg, batch_size, max_len, device=p.device, dtype=p.dtype, rows=rows)
+
+    def rope_tables(self):
+        """The (cos, sin) tables for every position, built on first use on the weights' device and dtype."""
+        w = self.embed_tokens.weight
+        if self.rope is None or self.rope[0].device != w.device or self.rope[0].dtype != w.dtype:
+            self.rope = rope_tables(self.cfg.max_seq_len, self.cfg.head_dim, self.cfg.rope_theta, w.device, w.dtype)
+        return self.rope
+
+    def decoder(self):
+        """The decode step sampling runs, one token per row against a KVCache (Decoder). Build one per
+        generate call: on CPU it holds copies of the weights, so it must not outlive an update."""
+        return Decoder(self)
 
     def forward(self, idx, valid=None, cache=None, return_hidden=False, targets=None, where=None, temperature=1.0,
                 with_entropy=False, load_mask=None):
@@ -446,25 +473,22 @@ class Transformer(nn.Module):
             if int(positions.max()) >= self.cfg.max_seq_len:
                 raise ValueError(f"sequence longer than max_seq_len={self.cfg.max_seq_len}")
             if cache is not None:
-                if start + T > cache.k.shape[3]:
-                    raise ValueError(f"KV cache of {cache.k.shape[3]} slots is full")
+                if start + T > cache.v.shape[3]:
+                    raise ValueError(f"KV cache of {cache.v.shape[3]} slots is full")
                 cache.valid[:, start : start + T] = valid
                 cache.n_valid += valid.sum(1)
                 key_valid = cache.valid[:, : start + T]
             else:
                 key_valid = valid
+            # a query sees earlier valid slots, and always itself (so pad rows never softmax over nothing)
             qs = torch.arange(start, start + T, device=idx.device)[:, None]  # query slots
             ks = torch.arange(start + T, device=idx.device)[None, :]  # key slots
-            # a query sees earlier valid slots, and always itself (so pad rows never softmax over nothing)
             allowed = ((ks <= qs) & key_valid[:, None, None, :]) | (ks == qs)  # (B, 1, T, S)
-            if T > 1:  # (B, 1, rep*T, S), see Attention; one query per row broadcasts as it is
-                allowed = allowed.repeat(1, 1, self.cfg.n_heads // self.cfg.n_kv_heads, 1)
+            # (B, 1, rep * T, S): the query heads sharing a kv head folded into the query axis (Attention)
+            allowed = allowed.repeat(1, 1, self.cfg.n_heads // self.cfg.n_kv_heads, 1)
             mask = torch.zeros(allowed.shape, dtype=self.embed_tokens.weight.dtype, device=idx.device)
             mask.masked_fill_(~allowed, float("-inf"))  # additive, built once for all layers
-        w = self.embed_tokens.weight
-        if self.rope is None or self.rope[0].device != w.device or self.rope[0].dtype != w.dtype:
-            self.rope = rope_tables(self.cfg.max_seq_len, self.cfg.head_dim, self.cfg.rope_theta, w.device, w.dtype)
-        cos, sin = self.rope[0][positions][:, None], self.rope[1][positions][:, None]  # (B, 1, T, hd)
+        cos, sin = (table[positions][:, None] for table in self.rope_tables())  # (B, 1, T, hd)
         x = self.embed_tokens(idx)
         load_mask = valid if load_mask is None else load_mask
         for i, block in enumerate(self.layers):
@@ -499,6 +523,83 @@ class Transformer(nn.Module):
             state dict gathered by parallel.save); None writes this module's own.
         """
         checkpoint.save(self, path, tokenizer, train_state, state_dict)
+
+
+class Decoder:
+    """The decode step: one new token per row against a KVCache, `forward(tok[:, None], valid, cache)`
+    written for a single query per row (design note 7).
+
+        decode = model.decoder()              # per generate call
+        logits = decode(tok, valid, cache)    # tok (B,), valid (B,) -> logits (B, vocab)
+
+    Same arithmetic as forward, up to float rounding: no module calls, positions and mask read from
+    the cache, RoPE by roll (rotate_half with the sign in the sin table), the query heads that share a
+    kv head as the rows of one batched matmul against the cache's transposed keys, residual adds
+    fused into the projections' matmuls. On CPU the projections multiply by (in, out) copies of the
+    weights, made here (MKL's `F.linear` at a few dozen rows runs its slower transposed-weight path:
+    docs/sampling.md); elsewhere by transposed views of the model's own. MoE layers run their module.
+    """
+
+    def __init__(self, model):
+        self.model, self.cfg = model, model.cfg
+        w = model.embed_tokens.weight
+        copy = w.device.type == "cpu"  # (in, out) copies: one more copy of the projections while sampling
+        lay = lambda lin: None if lin is None else (lin.weight.t().contiguous() if copy else lin.weight.t())  # noqa: E731
+        self.layers = []
+        for blk in model.layers:
+            att, mlp = blk.self_attn, blk.mlp
+            dense = not isinstance(mlp, MoE)
+            self.layers.append(dict(
+                ln1=blk.input_layernorm.weight, w_qkv=lay(att.qkv_proj), b_qkv=att.qkv_proj.bias,
+                q_norm=att.q_norm if self.cfg.qk_norm else None, k_norm=att.k_norm if self.cfg.qk_norm else None,
+                w_o=lay(att.o_proj), b_o=att.o_proj.bias, ln2=blk.post_attention_layernorm.weight,
+                w_gate_up=lay(mlp.gate_up_proj) if dense else None, w_down=lay(mlp.down_proj) if dense else None,
+                moe=None if dense else mlp))
+        self.w_lm = lay(model.lm_head)
+        self.cos, self.sin = (table[:, None] for table in model.rope_tables())  # (max_seq_len, 1, hd)
+        self.fp32 = w.dtype == torch.float32
+
+    @torch.no_grad()
+    def __call__(self, tok, valid, cache):
+        """Feed tok (B,) at the cache's next slot; valid (B,) is False for rows that have finished
+        (their outputs are garbage; they are compacted away). Returns the next-token logits (B, vocab)."""
+        cfg = self.cfg
+        hd, nh, nkv, eps = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.norm_eps
+        B, s = len(tok), cache.len
+        if s >= cache.v.shape[3]:
+            raise ValueError(f"KV cache of {cache.v.shape[3]} slots is full")
+        pos = cache.n_valid  # (B,) this token's position (generate keeps it below max_seq_len)
+        cache.valid[:, s] = valid
+        cache.n_valid = pos + valid
+        x = self.model.embed_tokens.weight[tok]  # (B, dim)
+        mask = torch.where(cache.valid[:, None, : s + 1], 0.0, float("-inf")).to(x.dtype)  # (B, 1, S) additive
+        mask = mask.repeat_interleave(nkv, 0)  # (B * n_kv, 1, S): one row per kv head (the batch of baddbmm)
+        cos, sin = self.cos[pos], self.sin[pos]  # (B, 1, hd)
+        keys = cache.k[..., : s + 1].flatten(1, 2).unbind(0)  # per layer (B * n_kv, hd, S), views
+        values = cache.v[:, :, :, : s + 1].flatten(1, 2).unbind(0)  # per layer (B * n_kv, S, hd)
+        new_k, new_v = cache.k[..., s].unbind(0), cache.v[:, :, :, s].unbind(0)  # per layer (B, n_kv, hd), slot s
+        for w, k_all, v_all, k_slot, v_slot in zip(self.layers, keys, values, new_k, new_v):
+            h = rms_norm(x, w["ln1"], eps)
+            qkv = (h @ w["w_qkv"] if w["b_qkv"] is None else torch.addmm(w["b_qkv"], h, w["w_qkv"])).view(B, -1, hd)
+            q, k, v = qkv.split([nh, nkv, nkv], 1)  # (B, heads, hd)
+            if w["q_norm"] is not None:
+                q, k = w["q_norm"](q), w["k_norm"](k)
+            q = q * cos + q.roll(hd // 2, -1) * sin  # contiguous (B, n_heads, hd)
+            k_slot.copy_(k * cos + k.roll(hd // 2, -1) * sin)
+            v_slot.copy_(v)
+            att = torch.baddbmm(mask, q.view(B * nkv, nh // nkv, hd), k_all, alpha=hd**-0.5)  # (B * n_kv, rep, S)
+            att = att.softmax(-1) if self.fp32 else att.float().softmax(-1).to(x.dtype)
+            y = torch.bmm(att, v_all).view(B, nh * hd)
+            x = torch.addmm(x, y, w["w_o"]) if w["b_o"] is None else torch.addmm(x + w["b_o"], y, w["w_o"])
+            h = rms_norm(x, w["ln2"], eps)
+            if w["moe"] is not None:
+                x = x + w["moe"](h[:, None], valid[:, None])[:, 0]
+            else:
+                gate, up = (h @ w["w_gate_up"]).chunk(2, -1)
+                x = torch.addmm(x, F.silu(gate) * up, w["w_down"])
+        cache.len += 1
+        return rms_norm(x, self.model.norm.weight, eps) @ self.w_lm
+
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())

@@ -3,13 +3,17 @@ Batched, KV-cached sampling with s1-style budget forcing, and rejection sampling
 
 Design notes:
 1. Ragged prompts are left-padded into one batch; the model counts positions over valid slots
-   only, so every row sees exactly what it would see alone. One prefill, then one token per step
-   written in place into a preallocated cache (model.KVCache). The prefill runs lm_head on each
+   only, so every row sees exactly what it would see alone. One prefill (model.forward), then one
+   token per step (model.Decoder, built per call: on CPU it holds copies of the weights) written
+   in place into a preallocated cache (model.KVCache). The prefill runs lm_head on each
    row's last position only: a 150-token prompt times Qwen's 152k-token vocabulary would otherwise
    be 90 MB of fp32 logits per row, all thrown away.
 2. Finished rows (a stop id, or the length limit) stop contributing: their outputs are dropped at
    once, and once a quarter of the batch has finished the cache is compacted so later steps skip
    them. Compacting on every single finish would copy the cache's written slots up to B times.
+   Which rows finished is tracked in Python lists: a step's bookkeeping is then one tolist, not a
+   handful of small tensor ops (each costs microseconds; a rollout's tail runs hundreds of steps
+   with a few rows, where those costs are the step).
 3. Budget forcing (s1, "Simple test-time scaling"): the completion starts inside the thinking
    (the prompt ends with `<think>`). If the model closes the thinking (`think_end`, any number of
    tokens) before `min_think` tokens, the delimiter is rolled back (its cache slots are masked
@@ -50,7 +54,7 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
     (u: the (B, 1) uniforms to sample with; None draws them from generator)."""
     if temperature < 1e-6:  # 0 is greedy; below 1e-6, logits / temperature could overflow to inf
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature  # (x / 1.0 is x)
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -109,7 +113,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     for b, p in enumerate(distinct):
         idx[b, P - len(p) :] = torch.tensor(p)
         valid[b, P - len(p) :] = True
-    cache = model.new_cache(len(distinct), P + max_new_tokens)
+    cache = model.new_cache(B, P + max_new_tokens, len(distinct))  # memory for B rows, distinct ones in use
     hidden = model(idx.to(device), valid=valid.to(device), cache=cache, return_hidden=True)[:, -1]
     logits = model.lm_head(hidden)  # the last position only (note 1)
     if len(distinct) < B:  # copy each run's cache row and logits to all its prompts
@@ -123,27 +127,28 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     if row0 < 0 or row0 + B > n_rows:
         raise ValueError(f"rows {row0}..{row0 + B - 1} are not rows of a batch of {n_rows}")
     draw = torch.arange(row0, row0 + B, device=device)  # each cache row's index in the whole batch (design note 6)
-    live = torch.ones(B, dtype=torch.bool, device=device)  # cache rows still generating
+    live = [True] * B  # cache rows still generating
+    stop = set(stop_ids)
     force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix) if forcing else None
+    decode = model.decoder()  # the decode step, built for this call (model.Decoder)
     for step in range(max_new_tokens):
         u = torch.rand(n_rows, 1, device=device, generator=gen)[draw]  # (rows in cache, 1)
         nxt = sample_next(logits, temperature, top_k, top_p, u=u)
         if force:
             nxt = force(nxt, rows, live, out, cache, slot=P + step)
-        for r, t, alive in zip(rows, nxt.tolist(), live.tolist()):
-            if alive:
+        for i, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            if live[i]:
                 out[r].append(t)
-        done = torch.isin(nxt, stop) & live if len(stop) else torch.zeros_like(live)
-        live &= ~done
-        n_live = int(live.sum())
+                live[i] = t not in stop
+        n_live = sum(live)
         if n_live == 0 or step == max_new_tokens - 1:
             break
         if n_live <= 0.75 * len(rows):  # compact: finished rows stop costing compute
-            keep = live.nonzero().squeeze(1)
-            cache.select_rows(keep)
-            rows, draw = [rows[i] for i in keep.tolist()], draw[keep]
-            nxt, live = nxt[keep], live[keep]
-        logits = model(nxt[:, None], valid=live[:, None], cache=cache)[:, -1]
+            keep = [i for i, alive in enumerate(live) if alive]
+            idx = torch.tensor(keep, device=device)
+            cache.select_rows(idx)
+            rows, draw, nxt, live = [rows[i] for i in keep], draw[idx], nxt[idx], [True] * n_live
+        logits = decode(nxt, torch.tensor(live, device=device), cache)
     return out
 
 

@@ -146,6 +146,37 @@ def test_kv_cached_decoding_equals_full_forward():
     assert (torch.cat(steps, 1) - full).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(qkv_bias=False, o_bias=True, tie_embeddings=False),
+    dict(qkv_bias=False, qk_norm=True, head_dim=12),
+    dict(n_routed_experts=4, top_k=2, n_shared_experts=1, first_k_dense=1),
+], ids=["qwen2", "llama-attention-bias", "qwen3", "moe"])
+def test_decoder_steps_equal_the_full_forward(kw):
+    """model.Decoder (what generate decodes with) against one forward over the whole sequence: left
+    padding, and a slot fed as not valid mid-sequence (a finished row, or a rolled-back token), which
+    later steps must skip as forward does."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=50, dim=32, n_layers=3, n_heads=4, n_kv_heads=2, inter_dim=64, **kw)).eval()
+    with torch.no_grad():  # random biases and norm weights, so that a mix-up of any of them shows
+        for name, p in m.named_parameters():
+            if "bias" in name or "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
+    idx = torch.randint(0, 50, (3, 12))
+    valid = torch.ones(3, 12, dtype=torch.bool)
+    valid[0, :3] = False  # left padding
+    valid[1, 7] = False  # skipped at step 7
+    with torch.no_grad():
+        full = m(idx, valid=valid)
+        cache, decode = m.new_cache(3, 16), m.decoder()
+        steps = [m(idx[:, :5], valid=valid[:, :5], cache=cache)[:, -1]]
+        steps += [decode(idx[:, t], valid[:, t], cache) for t in range(5, 12)]
+    got, want = torch.stack(steps, 1), full[:, 4:]
+    real = valid[:, 4:]  # a slot fed as not valid has no output to compare
+    assert (got - want)[real].abs().max().item() <= 1e-5
+    assert cache.len == 12 and cache.n_valid.tolist() == valid.sum(1).tolist()
+
+
 def test_tokenizer_round_trips(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))

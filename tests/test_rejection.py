@@ -56,11 +56,17 @@ class Scripted(Transformer):
                 self.rows.append(self.completions[p][used.setdefault(p, 0)])
                 used[p] += 1
             assert len({len(r) for r in self.rows}) == 1, "equal lengths: rows stop together, no compaction"
-        logits = torch.full((idx.shape[0], idx.shape[1], self.cfg.vocab_size), float("-inf"))
+        return self.next_logits()[:, None]
+
+    def next_logits(self):
+        logits = torch.full((len(self.rows), self.cfg.vocab_size), float("-inf"))
         for b, row in enumerate(self.rows):
-            logits[b, -1, row[self.step]] = 0.0
+            logits[b, row[self.step]] = 0.0
         self.step += 1
         return logits
+
+    def decoder(self):
+        return lambda tok, valid, cache: self.next_logits()
 
 
 def scripted(tok, texts_per_task):

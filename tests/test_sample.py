@@ -32,6 +32,23 @@ def test_greedy_ragged_batch_equals_each_prompt_alone():
     assert len({tuple(o) for o in batch}) > 1  # the rows really differ
 
 
+def test_sampling_after_an_optimizer_step_uses_the_updated_weights():
+    """On CPU the decode step multiplies by (in, out) copies of the weights (model.Decoder), made per
+    generate call: after an update, generate samples exactly what a fresh model holding the updated
+    weights samples."""
+    m, prompts = tiny_model(), ragged_prompts()
+    m.lm_head.weight.requires_grad_(True)
+    before = generate(m, prompts, max_new_tokens=16, temperature=1.0, seed=3)
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    m(torch.tensor([prompts[1]])).logsumexp(-1).mean().backward()
+    opt.step()
+    fresh = Transformer(CFG).eval()
+    fresh.load_state_dict(m.state_dict())
+    for kw in (dict(temperature=0), dict(temperature=1.0, seed=3)):
+        assert generate(m, prompts, max_new_tokens=16, **kw) == generate(fresh, prompts, max_new_tokens=16, **kw)
+    assert generate(m, prompts, max_new_tokens=16, temperature=1.0, seed=3) != before  # the update mattered
+
+
 def test_greedy_with_stops_equals_alone_and_rows_stop_at_their_stop_id():
     m, prompts = tiny_model(), ragged_prompts()
     free = generate(m, prompts, max_new_tokens=24, temperature=0)
@@ -98,22 +115,36 @@ def test_top_k_and_top_p_sample_the_renormalised_distribution():
 # ----------------------------------------------------------------------------------- budget forcing
 
 class Scripted(Transformer):
-    """Real cache mechanics, scripted logits: the next token is script(last fed token). forward
-    returns the logits whether asked for hidden states or not, and lm_head passes them through."""
+    """Real cache mechanics, scripted logits: the next token is script(last fed token). The prefill
+    (forward) and every decode step (decoder) run a real model on the cache, then return the script's
+    logits; lm_head passes the prefill's through."""
 
     def __init__(self, script):
         torch.manual_seed(0)
         super().__init__(CFG)
+        self.real = Transformer(CFG)
         self.script, self.fed = script, []
         self.lm_head = torch.nn.Identity()
 
-    def forward(self, idx, valid=None, cache=None, return_hidden=False):
-        super().forward(idx, valid=valid, cache=cache)
-        self.fed.append(cache.n_valid.clone())
-        logits = torch.zeros(idx.shape[0], idx.shape[1], CFG.vocab_size)
-        for b, t in enumerate(idx[:, -1].tolist()):
-            logits[b, -1, self.script(t)] = 10.0
+    def scripted(self, tokens):
+        logits = torch.zeros(len(tokens), CFG.vocab_size)
+        for b, t in enumerate(tokens.tolist()):
+            logits[b, self.script(t)] = 10.0
         return logits
+
+    def forward(self, idx, valid=None, cache=None, return_hidden=False):
+        self.real(idx, valid=valid, cache=cache)
+        self.fed.append(cache.n_valid.clone())
+        return self.scripted(idx[:, -1])[:, None]
+
+    def decoder(self):
+        step = self.real.decoder()
+
+        def decode(tok, valid, cache):
+            step(tok, valid, cache)
+            self.fed.append(cache.n_valid.clone())
+            return self.scripted(tok)
+        return decode
 
 
 def test_min_think_replaces_an_early_single_token_delimiter_with_wait():
@@ -143,16 +174,20 @@ def test_rollback_leaves_the_model_state_of_the_clean_sequence():
     """After a rolled-back delimiter, greedy tokens are the argmax of a full forward on what was kept."""
     real = tiny_model()
 
-    class Closes(Transformer):  # the real model, except that its 3rd and 4th steps say "60 61"
+    class Closes(Transformer):  # the real model, except that its 2nd and 3rd decode steps say "60 61"
         calls = 0
 
-        def forward(self, idx, valid=None, cache=None, return_hidden=False):
-            logits = real.forward(idx, valid=valid, cache=cache)
-            Closes.calls += 1
-            if Closes.calls in (3, 4):
-                logits[:, -1] = 0
-                logits[:, -1, 60 if Closes.calls == 3 else 61] = 100
-            return logits
+        def decoder(self):
+            step = real.decoder()
+
+            def decode(tok, valid, cache):
+                logits = step(tok, valid, cache)
+                Closes.calls += 1
+                if Closes.calls in (2, 3):
+                    logits[:] = 0
+                    logits[:, 60 if Closes.calls == 2 else 61] = 100
+                return logits
+            return decode
 
     m = Closes(CFG)
     m.load_state_dict(real.state_dict())
@@ -188,7 +223,8 @@ def test_prefix_sharing_prefills_each_group_once_and_gives_each_row_its_own_toke
     import model
     rows = []
     new_cache = model.Transformer.new_cache
-    monkeypatch.setattr(model.Transformer, "new_cache", lambda self, b, n: rows.append(b) or new_cache(self, b, n))
+    monkeypatch.setattr(model.Transformer, "new_cache",
+                        lambda self, b, n, rows_in_use: rows.append(rows_in_use) or new_cache(self, b, n, rows_in_use))
     m, distinct = tiny_model(), ragged_prompts()[:3]
     prompts = [p for p in distinct for _ in range(4)] + [distinct[0]]  # runs of 4, 4, 4, then one more
     stop = generate(m, [distinct[1]], max_new_tokens=24, temperature=0)[0][5]
