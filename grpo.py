@@ -50,9 +50,17 @@ Design notes:
    (no NaN); pass n_seqs as the number of rows with at least one valid token.
 6. Masked positions are zeroed before any arithmetic, so padding holding -inf or NaN cannot leak
    into the loss or the gradient. Math runs in at least fp32.
+7. This file is the maths and the PyTorch reference. With the Triton backend (r1_kernels.backend:
+   on CUDA by default) the loss and its gradient come from one fused kernel
+   (kernels/policy_loss.py), each aggregation written as a weight per row (`row_weights`); the
+   metrics are still computed here, without gradient. tests/test_kernels.py checks the two against
+   each other, and tests/test_train_rl.py a whole GRPO step.
 """
 
 import torch
+
+from r1_kernels import fused_policy_loss
+from r1_kernels.backend import use_triton
 
 AGGS = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 KLS = ("k1", "k2", "k3")
@@ -148,8 +156,20 @@ def _aggregate(x, m, agg, max_len, n_tokens, n_seqs):
     return per_seq.sum() / torch.as_tensor(n, dtype=x.dtype, device=x.device).clamp(min=1)
 
 
+def row_weights(mask, agg, max_len=None, n_tokens=None, n_seqs=None, dtype=torch.float32):
+    """_aggregate as a weight per row: the loss is sum_b w_b * sum_t x_bt (design notes 5, 7). (B,)"""
+    lens = mask.sum(1)  # (B,)
+    if agg == "token-mean":
+        n = lens.sum() if n_tokens is None else n_tokens
+        return (1 / torch.as_tensor(n, dtype=dtype, device=mask.device).clamp(min=1)).expand(mask.shape[0])
+    n = torch.as_tensor((lens > 0).sum() if n_seqs is None else n_seqs, dtype=dtype, device=mask.device).clamp(min=1)
+    if agg == "seq-mean-token-mean":
+        return 1 / (lens.clamp(min=1).to(dtype) * n)
+    return (1 / (max_len * n)).expand(mask.shape[0])
+
+
 def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.2, beta=0.0, kl="k3",
-                agg="seq-mean-token-mean", max_len=None, entropy=None, n_tokens=None, n_seqs=None):
+                agg="seq-mean-token-mean", max_len=None, entropy=None, n_tokens=None, n_seqs=None, backend="auto"):
     """Clipped GRPO policy loss with optional KL penalty.
 
     Args:
@@ -164,6 +184,7 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
         entropy: optional [B, T] per-token entropy, only reported.
         n_tokens: global valid-token count (token-mean); n_seqs: global sequence count (seq modes).
             Either is ignored by the aggregations that do not use it.
+        backend: "auto" (r1_kernels.backend.BACKEND: the fused Triton kernel on CUDA), "triton", "torch".
     Returns:
         (loss, metrics): scalar loss = pg_loss + beta * kl_loss; metrics a dict of python floats.
     """
@@ -182,6 +203,20 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     if beta != 0 and ref_logp is None:
         raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
 
+    on_triton = use_triton(logp, backend)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not on_triton):  # the kernel brings the gradient
+        loss, metrics = _reference(logp, old_logp, ref_logp, adv, mask, eps_low, eps_high, beta, kl, agg, max_len,
+                                   entropy, n_tokens, n_seqs)
+    if on_triton:  # design note 7
+        m = mask.bool()
+        w = row_weights(m, agg, max_len, n_tokens, n_seqs)
+        loss = fused_policy_loss(logp, old_logp, ref_logp if beta != 0 else None, adv, m, w, eps_low, eps_high, beta, kl)
+    return loss, metrics
+
+
+def _reference(logp, old_logp, ref_logp, adv, mask, eps_low, eps_high, beta, kl, agg, max_len, entropy, n_tokens,
+               n_seqs):
+    """policy_loss in PyTorch: the reference, and the metrics of either backend."""
     dt = torch.promote_types(logp.dtype, torch.float32)
     m = mask.bool()  # (B, T)
     zero = torch.zeros((), dtype=dt, device=logp.device)

@@ -2,8 +2,9 @@
 
 Both backends run here: the Triton kernels through Triton's interpreter on CPU tensors (conftest.py
 sets TRITON_INTERPRET=1 without a GPU), in fp32 at small shapes. The references are independent
-float64 math: log_softmax with autograd gradients, and grpo.policy_loss (itself tested against
-hand-derived float64 loops in test_grpo.py). Tolerances: values 1e-5, gradients atol 2e-5, rtol 1e-3.
+float64 math: log_softmax with autograd gradients, and grpo.policy_loss's PyTorch path in float64
+(itself tested against hand-derived float64 loops in test_grpo.py). Tolerances: values 1e-5,
+gradients atol 2e-5, rtol 1e-3.
 """
 
 import math
@@ -11,17 +12,17 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 
 import r1_kernels as kernels  # the kernels/ folder (r1_kernels.py: why the import name differs)
 from grpo import policy_loss
-from r1_kernels import logprobs
-from r1_kernels import policy_loss as pl
+from r1_kernels import backend, logprobs
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton backend's device
-no_triton = pytest.mark.skipif(logprobs.triton is None and sys.platform != "linux", reason="triton is Linux-only")
+no_triton = pytest.mark.skipif(backend.triton is None and sys.platform != "linux", reason="triton is Linux-only")
 BACKENDS = ["torch", pytest.param("triton", marks=no_triton)]
 GRAD = dict(atol=2e-5, rtol=1e-3)
 
@@ -29,9 +30,8 @@ GRAD = dict(atol=2e-5, rtol=1e-3)
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles far smaller than the defaults, so test shapes cross many of them with a ragged last one."""
-    monkeypatch.setattr(logprobs, "BLOCK_V", 64)  # Triton vocab tile: V = 300 is 4 tiles and 44
-    monkeypatch.setattr(logprobs, "CHUNK", 900)  # PyTorch path: 3 rows of 300 per chunk
-    monkeypatch.setattr(logprobs, "TILE", 7 * 64)  # linear form, N = 7: vocab tiles of 64
+    monkeypatch.setattr(logprobs, "BLOCK_V", 64)  # a Triton program's columns: V = 300 is 4 blocks and 44
+    monkeypatch.setattr(logprobs, "TILE", 7 * 64)  # PyTorch path and linear form, N = 7: vocab tiles of 64
 
 
 def make_logits(case, N=7, V=300, seed=0):
@@ -116,11 +116,32 @@ def test_token_logprobs_keep_only_the_logits_and_one_number_per_row_for_backward
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()  # the caller's logits, not a copy
 
 
-def test_auto_backend_is_triton_on_cuda_and_torch_on_cpu():
-    logits, targets = make_logits("random")
-    want = "triton" if torch.cuda.is_available() else "torch"
-    x, t = logits.to(DEV), targets.to(DEV)
-    assert torch.equal(kernels.token_logprobs(x, t), kernels.token_logprobs(x, t, backend=want))
+def test_auto_backend_is_triton_for_cuda_tensors_only(monkeypatch):
+    cuda, cpu = types.SimpleNamespace(is_cuda=True), torch.zeros(1)
+    assert backend.use_triton(cuda) == (backend.triton is not None) and not backend.use_triton(cpu)
+    monkeypatch.setattr(backend, "BACKEND", "torch")
+    assert not backend.use_triton(cuda)
+    with pytest.raises(ValueError, match="backend"):
+        backend.use_triton(cpu, "cuda")
+
+
+@pytest.mark.parametrize("forced", ["torch", pytest.param("triton", marks=no_triton)])
+def test_the_model_computes_its_training_logprobs_on_the_backend_in_force(monkeypatch, forced):
+    """What backend.BACKEND says is what training runs: the model's fused log-probs go through the
+    Triton kernels when it says triton (on CUDA by default) and never touch the PyTorch tile code."""
+    from model import ModelConfig, Transformer
+
+    monkeypatch.setattr(backend, "BACKEND", forced)
+    calls = []
+    for name in ("_stats_torch", "_grad_torch"):
+        real = getattr(logprobs, name)
+        monkeypatch.setattr(logprobs, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, n_kv_heads=1, inter_dim=32))
+    idx = torch.randint(0, 50, (2, 9))
+    logp = m(idx[:, :-1], targets=idx[:, 1:], where=torch.ones(2, 8, dtype=torch.bool))
+    logp.sum().backward()
+    assert (calls == []) == (forced == "triton") and logp.shape == (16,)
 
 
 def test_out_of_range_targets_and_bad_shapes_raise():
@@ -211,7 +232,7 @@ def test_linear_form_repeats_bit_for_bit():
     assert all(torch.equal(a, b) for a, b in zip(run(), run()))
 
 
-# ------------------------------------------------------------------------------------ grpo_loss
+# ----------------------------------------------------------------------------- the policy loss
 
 AGGS = ["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"]
 
@@ -230,13 +251,13 @@ def make_batch(B=6, T=7, seed=0, masked_row=None):
 
 
 def both(backend, logp, old, ref, adv, mask, **kw):
-    """(loss, d loss / d logp) from grpo_loss (fp32) and from grpo.policy_loss in float64."""
+    """(loss, d loss / d logp) from policy_loss on this backend (fp32) and from its PyTorch path in float64."""
     x = logp.clone().requires_grad_(True)
-    loss = kernels.grpo_loss(*dev(backend, x, old, ref, adv, mask), backend=backend, **kw)
+    loss = policy_loss(*dev(backend, x, old, ref, adv, mask), backend=backend, **kw)[0]
     loss.backward()
     x64 = logp.double().requires_grad_(True)
     old64, ref64 = [None if t is None else t.double() for t in (old, ref)]
-    want = policy_loss(x64, old64, ref64, adv.double(), mask, **kw)[0]
+    want = policy_loss(x64, old64, ref64, adv.double(), mask, backend="torch", **kw)[0]
     want.backward()
     return loss.cpu(), x.grad, want, x64.grad
 
@@ -245,36 +266,33 @@ def both(backend, logp, old, ref, adv, mask, **kw):
 @pytest.mark.parametrize("agg", AGGS)
 @pytest.mark.parametrize("beta,kl", [(0.0, "k3"), (0.04, "k1"), (0.04, "k2"), (0.04, "k3")])
 @pytest.mark.parametrize("on_policy", [False, True])
-def test_grpo_loss_matches_policy_loss_in_float64(backend, agg, beta, kl, on_policy):
+def test_policy_loss_matches_its_float64_reference(backend, agg, beta, kl, on_policy):
     logp, old, ref, adv, mask = make_batch(seed=1)
     kw = dict(eps_low=0.2, eps_high=0.28, beta=beta, kl=kl, agg=agg, max_len=9)
+    if not on_policy:  # the batch exercises both sides of the clip
+        m = policy_loss(logp, old, ref, adv, mask, **kw)[1]
+        assert m["clip_frac_low"] > 0 and m["clip_frac_high"] > 0
     loss, grad, want, want_grad = both(backend, logp, None if on_policy else old, ref, adv, mask, **kw)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(want.item(), abs=1e-5)
     torch.testing.assert_close(grad.double(), want_grad, **GRAD)
 
 
-def test_the_batch_clips_on_both_sides():
-    logp, old, ref, adv, mask = make_batch(seed=1)
-    m = policy_loss(logp, old, ref, adv, mask, eps_high=0.28)[1]
-    assert m["clip_frac_low"] > 0 and m["clip_frac_high"] > 0
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("agg", AGGS)
-def test_grpo_loss_fully_masked_row_contributes_nothing(backend, agg):
+def test_a_fully_masked_row_contributes_nothing(backend, agg):
     logp, old, ref, adv, mask = make_batch(seed=2, masked_row=3)
     loss, grad, want, want_grad = both(backend, logp, old, ref, adv, mask, beta=0.04, agg=agg, max_len=9)
     assert loss.item() == pytest.approx(want.item(), abs=1e-5)
     torch.testing.assert_close(grad.double(), want_grad, **GRAD)
     assert torch.equal(grad[3], torch.zeros(7))
-    no_rows = kernels.grpo_loss(*dev(backend, logp, old, ref, adv, torch.zeros_like(mask)), beta=0.04, agg=agg,
-                                max_len=9, backend=backend)
+    no_rows = policy_loss(*dev(backend, logp, old, ref, adv, torch.zeros_like(mask)), beta=0.04, agg=agg, max_len=9,
+                          backend=backend)[0]
     assert no_rows.item() == 0.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_grpo_loss_ignores_garbage_in_masked_positions(backend):
+def test_garbage_in_masked_positions_changes_nothing(backend):
     logp, old, ref, adv, mask = make_batch(seed=4)
     dirty = [x.clone() for x in (logp, old, ref)]
     for x, v in zip(dirty, (-math.inf, math.nan, math.inf)):
@@ -282,7 +300,7 @@ def test_grpo_loss_ignores_garbage_in_masked_positions(backend):
     runs = []
     for a, b, c in ((logp, old, ref), dirty):
         x = a.clone().requires_grad_(True)
-        loss = kernels.grpo_loss(*dev(backend, x, b, c, adv, mask), beta=0.04, backend=backend)
+        loss = policy_loss(*dev(backend, x, b, c, adv, mask), beta=0.04, backend=backend)[0]
         loss.backward()
         runs.append((loss.item(), x.grad))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
@@ -301,31 +319,14 @@ def test_ratio_exactly_on_a_clip_edge_keeps_the_full_gradient(backend, eps_low, 
     torch.testing.assert_close(grad.double(), want_grad, **GRAD)
 
 
-@pytest.mark.parametrize("agg", AGGS)
-def test_torch_path_in_float64_is_exact_on_the_clip_edges(agg):
-    olds = [-0.5, -1.0, -1.5, -0.25]  # values for which exp((old + log b) - old) == b in float64
-    old = torch.tensor([[o] * 2 for o in olds], dtype=torch.float64)
-    logp = old + torch.tensor([1.28, 0.8], dtype=torch.float64).log()
-    assert torch.equal(torch.exp(logp - old), torch.tensor([[1.28, 0.8]] * 4, dtype=torch.float64))
-    adv = torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=torch.float64)
-    kw = dict(eps_low=0.2, eps_high=0.28, agg=agg, max_len=9)
-    x, x64 = logp.clone().requires_grad_(True), logp.clone().requires_grad_(True)
-    loss = kernels.grpo_loss(x, old, None, adv, torch.ones(4, 2), backend="torch", **kw)
-    want = policy_loss(x64, old, None, adv, torch.ones(4, 2), **kw)[0]
-    loss.backward(), want.backward()
-    assert loss.dtype == torch.float64 and loss.item() == pytest.approx(want.item(), abs=1e-12)
-    torch.testing.assert_close(x.grad, x64.grad, atol=1e-12, rtol=0)
-    assert (x.grad != 0).all()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("agg", AGGS)
 def test_micro_batch_losses_with_global_counts_sum_to_the_batch_loss(backend, agg):
     logp, old, ref, adv, mask = make_batch(seed=5)
     kw = dict(beta=0.04, agg=agg, max_len=9, backend=backend)
-    whole = kernels.grpo_loss(*dev(backend, logp, old, ref, adv, mask), **kw)
+    whole = policy_loss(*dev(backend, logp, old, ref, adv, mask), **kw)[0]
     counts = dict(n_tokens=mask.sum(), n_seqs=(mask.sum(1) > 0).sum())
-    parts = sum(kernels.grpo_loss(*dev(backend, logp[s], old[s], ref[s], adv[s], mask[s]), **counts, **kw)
+    parts = sum(policy_loss(*dev(backend, logp[s], old[s], ref[s], adv[s], mask[s]), **counts, **kw)[0]
                 for s in (slice(0, 2), slice(2, 6)))
     assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
 
@@ -334,19 +335,21 @@ def test_micro_batch_losses_with_global_counts_sum_to_the_batch_loss(backend, ag
 @pytest.mark.parametrize("kl", ["k1", "k2", "k3"])
 def test_token_kl_and_its_gradient_match_float64_per_token(backend, kl):
     # d = ref - logp from 1e-6 to 3 on both sides: the kernel's k3 switches from a series to exp at |d| = 0.5
-    d = torch.tensor([1e-6, -1e-4, 1e-3, -0.05, 0.3, -0.49, 0.49, 0.51, -0.51, 1.0, -2.0, 3.0])
-    logp = torch.full((1, 12), -1.5)
-    ref = logp + d
-    adv, mask, w = torch.zeros(1), torch.ones(1, 12, dtype=torch.bool), torch.ones(1)
-    token = pl.token_loss_triton if backend == "triton" else pl.token_loss_torch
-    loss, grad = token(*dev(backend, logp, None, ref, adv, mask, w), 0.2, 0.2, 1.0, kl)  # beta 1, A 0: the KL alone
-    d64 = (ref.double() - logp.double())[0]
+    d64 = torch.tensor([1e-6, -1e-4, 1e-3, -0.05, 0.3, -0.49, 0.49, 0.51, -0.51, 1.0, -2.0, 3.0], dtype=torch.float64)
     want = {"k1": (-d64, torch.ones_like(d64)), "k2": (d64 * d64 / 2, -d64),
             "k3": (torch.expm1(d64) - d64, -torch.expm1(d64))}[kl]
-    torch.testing.assert_close(loss.cpu()[0].double(), want[0], atol=1e-7, rtol=1e-5)
-    torch.testing.assert_close(grad.cpu()[0].double(), want[1], **GRAD)
-    if kl == "k3":
-        assert (loss >= 0).all()
+    for i, d in enumerate(d64.float().tolist()):  # one token per call, so the loss is that token's KL
+        x = torch.full((1, 1), -1.5, requires_grad=True)
+        ref = torch.full((1, 1), -1.5 + d)
+        loss = policy_loss(*dev(backend, x, None, ref, torch.zeros(1), torch.ones(1, 1, dtype=torch.bool)), beta=1.0,
+                           kl=kl, agg="token-mean", backend=backend)[0]
+        loss.backward()
+        dd = torch.tensor(-1.5 + d).double() + 1.5  # the d the float32 inputs hold
+        assert loss.item() == pytest.approx({"k1": -dd, "k2": dd * dd / 2, "k3": torch.expm1(dd) - dd}[kl].item(),
+                                            abs=1e-7, rel=1e-5)
+        assert x.grad.item() == pytest.approx(want[1][i].item(), abs=2e-5, rel=1e-3)
+        if kl == "k3":
+            assert loss.item() >= 0
 
 
 # ------------------------------------------------------------------------------------ the package

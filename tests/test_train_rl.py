@@ -1,5 +1,6 @@
 """train_rl.py: completion log-probs are exact under padding, runs resume exactly, the Qwen preset runs."""
 
+import contextlib
 import json
 import random
 
@@ -7,9 +8,11 @@ import pytest
 import torch
 
 import countdown
+import parallel
 import train_rl
 import train_sft
-from model import ModelConfig, Transformer
+from model import ModelConfig, Transformer, load_tokenizer
+from r1_kernels import backend
 
 
 def tiny_countdown_checkpoint(path, extra_specials=(), **moe):
@@ -50,6 +53,42 @@ def test_step_tasks_walk_a_fixed_permutation():
     steps = [train_rl.step_tasks(pool, s, 3, seed=1) for s in range(3)]
     assert sorted(sum(steps, [])) == sorted(set(sum(steps, [])))  # no repeats within an epoch
     assert steps == [train_rl.step_tasks(pool, s, 3, seed=1) for s in range(3)]
+
+
+@pytest.mark.skipif(backend.triton is None, reason="triton is Linux-only")
+def test_a_zero_preset_grpo_step_on_the_triton_kernels_equals_the_pytorch_step(monkeypatch):
+    """The Triton path forced through the interpreter (what CUDA runs by default): the fused
+    log-probs and the fused policy loss give the PyTorch path's losses and gradients."""
+    args = train_rl.get_args(["--prompts_per_step", "4", "--max_new_tokens", "40"])  # the zero preset, smaller
+    tasks = train_rl.step_tasks(countdown.train_tasks(50, args.seed + 1, args.n_numbers, args.rules), 0, 4, args.seed)
+    policy_loss, optimizer_step = train_rl.policy_loss, parallel.optimizer_step
+
+    def step(forced):
+        monkeypatch.setattr(backend, "BACKEND", forced)
+        model, ref = Transformer.from_pretrained(args.init), Transformer.from_pretrained(args.init).eval()
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+        losses, grads = [], []
+
+        def record_loss(*a, **kw):
+            loss, m = policy_loss(*a, **kw)
+            losses.append(loss.item())
+            return loss, m
+
+        def record_grads(model, *a):
+            grads.extend(p.grad.clone() for p in model.parameters())
+            return optimizer_step(model, *a)
+
+        monkeypatch.setattr(train_rl, "policy_loss", record_loss)
+        monkeypatch.setattr(parallel, "optimizer_step", record_grads)
+        rec = train_rl.grpo_step(model, ref, opt, load_tokenizer(args.init), tasks, args, 0, contextlib.nullcontext())
+        return rec, losses, grads
+
+    (rec, losses, grads), (rec_t, losses_t, grads_t) = step("torch"), step("triton")
+    assert rec["groups_with_signal"] > 0 and len(losses) == len(losses_t) > 0
+    assert losses_t == pytest.approx(losses, abs=1e-6)
+    assert rec_t["grad_norm"] == pytest.approx(rec["grad_norm"], rel=1e-4)
+    for g, g_t in zip(grads, grads_t):
+        torch.testing.assert_close(g_t, g, atol=2e-5, rtol=1e-3)
 
 
 RL = ["--steps", "2", "--prompts_per_step", "2", "--group_size", "4", "--max_new_tokens", "40", "--overlong", "30",
