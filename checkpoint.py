@@ -39,13 +39,13 @@ import shutil
 
 import torch
 
-def load(cls, path, dtype=None, device=None):
-    """A `cls` (Transformer) with the weights of a local Hugging Face directory or one of our own
-    checkpoints. dtype None keeps the dtype the tensors were stored in (the routers' balancing bias
-    stays fp32 whatever dtype: its steps of gamma would vanish in bf16)."""
+def load(cls, config_cls, path, dtype=None, device=None):
+    """A `cls` (Transformer) built from a `config_cls` (ModelConfig) with the weights of a local Hugging
+    Face directory or one of our own checkpoints. dtype None keeps the dtype the tensors were stored in
+    (the routers' balancing bias stays fp32 whatever dtype: its steps of gamma would vanish in bf16)."""
     path = checkpoint_dir(path)
     hf = read_hf_config(path)
-    cfg = config_from_hf(hf, path)
+    cfg = config_from_hf(hf, config_cls, path)
     tensors = experts_from_hf(read_safetensors(path))
     with torch.device("meta"):
         model = cls(cfg)
@@ -205,9 +205,8 @@ def read_hf_config(path):
     return hf
 
 
-def config_from_hf(hf, path=""):
-    from model import ModelConfig
-
+def config_from_hf(hf, config_cls, path=""):
+    """A config_cls (ModelConfig) from a config.json's fields, refusing what r1-mini does not implement."""
     mt = hf.get("model_type")
     if mt in ("deepseek_v2", "deepseek_v3"):
         raise ValueError(f"{path}: {mt} attention is MLA, which r1-mini does not implement (its MoE blocks' "
@@ -228,7 +227,7 @@ def config_from_hf(hf, path=""):
     try:
         bias = bool(hf.get("attention_bias", False))
         qwen2 = mt in ("qwen2", "qwen2_moe")
-        return ModelConfig(**moe_config_from_hf(hf, mt),
+        return config_cls(**moe_config_from_hf(hf, mt),
             vocab_size=hf["vocab_size"],
             dim=hf["hidden_size"],
             n_layers=hf["num_hidden_layers"],
@@ -391,3 +390,49 @@ def check_tokenizer(tok, model, path=""):
     if n > model.cfg.vocab_size:
         raise ValueError(f"{path}: the tokenizer has {n} tokens, more than the model's vocabulary of "
                          f"{model.cfg.vocab_size}: they do not belong together")
+
+
+# --------------------------------------------------------------------------- a run's other files
+
+def load_train_state(ckpt_dir):
+    """OUT/ckpt/train_state.pt (optimizer, step, ...), with an error naming the file if it is not one."""
+    f = os.path.join(ckpt_dir, "train_state.pt")
+    if not os.path.isfile(f):
+        raise FileNotFoundError(f"{f}: missing; {ckpt_dir} is a model, not a run that can resume")
+    try:
+        return torch.load(f, weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"{f}: not a readable training state ({type(e).__name__}: {e})") from None
+
+
+def weights_digest(path):
+    """sha256 of a checkpoint's weight files (safetensors, in name order): a run's identity for its
+    KL reference, so a resumed run can tell if the directory it names now holds another model."""
+    import hashlib
+
+    path = checkpoint_dir(path)
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no safetensors weights to identify the KL reference by")
+    h = hashlib.sha256()
+    for name in files:
+        with open(os.path.join(path, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def write_jsonl(path, records):
+    """One JSON object a line, written atomically (design note 5): a reader never sees half a file."""
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def trim_jsonl(path, keep):
+    """Keep only the rows of a metrics file for which keep(row) holds (a resumed run drops what its
+    killed predecessor logged past the checkpoint)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            write_jsonl(path, [r for r in (json.loads(x) for x in f if x.strip()) if keep(r)])

@@ -43,7 +43,6 @@ once with + - * / and parentheses and equals the target. Design choices, numbere
 """
 
 import argparse
-import json
 import random
 from dataclasses import dataclass
 from fractions import Fraction
@@ -108,9 +107,9 @@ def _moves(x, y, rules):
     if type(a) is not int or type(b) is not int:  # keep integral values as ints
         out = [m._replace(value=_norm(m.value)) for m in out]
     if b != 0:
-        out.append(Move(a, "/", b, _div(a, b), not sw))
+        out.append(Move(a, "/", b, div(a, b), not sw))
     if a != 0 and a != b:
-        out.append(Move(b, "/", a, _div(b, a), sw))
+        out.append(Move(b, "/", a, div(b, a), sw))
     return out
 
 
@@ -118,7 +117,7 @@ def _norm(v):
     return v.numerator if type(v) is Fraction and v.denominator == 1 else v
 
 
-def _div(a, b):
+def div(a, b):
     """Exact a/b: an int when it divides, else a Fraction."""
     if type(a) is int and type(b) is int:
         return a // b if a % b == 0 else Fraction(a, b)
@@ -174,8 +173,8 @@ def solve(numbers, target, rules="any"):
     R = _reachable(values, rules)
     for sx, sy in _splits((1 << len(values)) - 1):
         for x in R[sx]:
-            need = {T - x, x - T, x + T, T * x} | ({_div(T, x)} if x != 0 else set())
-            need |= {_div(x, T)} if T != 0 else set()
+            need = {T - x, x - T, x + T, T * x} | ({div(T, x)} if x != 0 else set())
+            need |= {div(x, T)} if T != 0 else set()
             for y in need & R[sy].keys():
                 for a, op, b, v, x_first in _moves(x, y, rules):
                     if v == T:
@@ -306,7 +305,7 @@ def search_trace(task, rng, max_chars=None, max_dead=3, p_wait=0.5):
         for text, fail, wait in lines:
             out.append(("Wait, " if wait and prev_fail else "") + text)
             prev_fail = fail
-        return "\n" + "\n".join(out) + "\n</think>\n<answer>" + answer + "</answer>"
+        return close(out, answer)
 
     n_dead = 0
     for dead_kids, shown, _ in levels:  # add dead ends in search order while they fit
@@ -363,7 +362,7 @@ def dfs_trace(task, rng, max_chars=None, look=3, p_wait=0.5):
             if not fits:
                 return None
             if answer is not None:
-                text = "\n" + "\n".join(lines) + "\n</think>\n<answer>" + answer + "</answer>"
+                text = close(lines, answer)
                 return text if len(text) <= max_chars else None
     return None
 
@@ -415,6 +414,11 @@ def guess_trace(task, rng, p_stop=GUESS_P_STOP, p_wait=0.3, max_chars=None, rule
         lines, answer = lines + new, ans
         if rng.random() < p_stop:
             break
+    return close(lines, answer)
+
+
+def close(lines, answer):
+    """A response from its thinking lines and its answer: the continuation of "<think>" (note 7)."""
     return "\n" + "\n".join(lines) + "\n</think>\n<answer>" + answer + "</answer>"
 
 
@@ -502,17 +506,15 @@ TRACES = {"search": search_trace, "optimal": lambda task, rng: optimal_trace(tas
           "guess": guess_trace}
 
 
-def write_sft_jsonl(path, tasks, rng, kind="search", template="compact"):
-    """Write {"prompt", "response"} per task with the TRACES[kind] teacher; a task whose trace does
-    not fit (dfs only) is left out. Returns the count written."""
-    prompt, n = TEMPLATES[template], 0
-    with open(path, "w") as f:
-        for task in tasks:
-            response = TRACES[kind](task, rng)
-            if response is not None:
-                f.write(json.dumps({"prompt": prompt(task), "response": response}) + "\n")
-                n += 1
-    return n
+def sft_records(tasks, rng, kind="search", template="compact"):
+    """{"prompt", "response"} per task with the TRACES[kind] teacher (train_sft.py's data); a task
+    whose trace does not fit (dfs only) is left out."""
+    prompt, out = TEMPLATES[template], []
+    for task in tasks:
+        response = TRACES[kind](task, rng)
+        if response is not None:
+            out.append({"prompt": prompt(task), "response": response})
+    return out
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ import torch.utils.checkpoint
 
 import checkpoint
 from r1_kernels import linear_token_logprobs  # kernels/logprobs.py (r1_kernels.py: why the two names)
-from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer  # noqa: F401 (the scripts import them from here)
+from checkpoint import load_tokenizer  # noqa: F401 (the public API: from model import load_tokenizer)
 
 
 @dataclass
@@ -512,7 +512,7 @@ class Transformer(nn.Module):
     def from_pretrained(cls, path, dtype=None, device=None):
         """Load a local Hugging Face directory (qwen2, llama, qwen3, qwen2_moe, qwen3_moe) or one of our
         own checkpoints (checkpoint.py). dtype None keeps the dtype the tensors were stored in."""
-        return checkpoint.load(cls, path, dtype, device)
+        return checkpoint.load(cls, ModelConfig, path, dtype, device)
 
     def save_pretrained(self, path, tokenizer=None, train_state=None, state_dict=None):
         """Write config.json + model.safetensors (+ tokenizer.json, + train_state.pt), atomically, in HF names.

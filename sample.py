@@ -40,7 +40,6 @@ Design notes:
    sampled a segmentation the tokenizer would not produce (SFT then trains on the tokenizer's own).
 """
 
-import json
 import os
 import sys
 
@@ -69,6 +68,19 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
     u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) if u is None else u
     u = u * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
+
+
+def pad(rows, left=False, pad_id=0, width=None):
+    """A ragged batch as one tensor: token-id lists (or 1-D tensors) padded to width (default the
+    longest), on the left or the right -> idx (B, width) long, valid (B, width) bool (model.py note 3)."""
+    width = max(map(len, rows)) if width is None else width
+    idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        if len(r):
+            idx[b, cols], valid[b, cols] = torch.as_tensor(r), True
+    return idx, valid
 
 
 @torch.no_grad()
@@ -108,11 +120,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
 
     new_run = [b == 0 or not share_prefix or prompts[b] != prompts[b - 1] for b in range(B)]  # (note 7)
     distinct = [p for p, new in zip(prompts, new_run) if new]
-    idx = torch.full((len(distinct), P), pad_id, dtype=torch.long)
-    valid = torch.zeros(len(distinct), P, dtype=torch.bool)
-    for b, p in enumerate(distinct):
-        idx[b, P - len(p) :] = torch.tensor(p)
-        valid[b, P - len(p) :] = True
+    idx, valid = pad(distinct, left=True, pad_id=pad_id)
     cache = model.new_cache(B, P + max_new_tokens, len(distinct))  # memory for B rows, distinct ones in use
     hidden = model(idx.to(device), valid=valid.to(device), cache=cache, return_hidden=True)[:, -1]
     logits = model.lm_head(hidden)  # the last position only (note 1)
@@ -194,26 +202,44 @@ class BudgetForcing:
 
 # ------------------------------------------------------------------------------------- Countdown
 
-def heldout_eval(model, tok, rules, template, n_tasks, max_new_tokens, pass_k, pass_k_tasks, autocast):
-    """Greedy accuracy on n_tasks held-out tasks per size; on the first pass_k_tasks of them, pass_k
-    samples each at T=1: sampled accuracy, pass@k, length and what the search does. One flat dict
-    of metrics, each key ending in the size (train_rl.py logs it; report.py reads it)."""
+def heldout_eval(model, tok, n_tasks, rules="sos", template="compact", max_new_tokens=512, sizes=(3, 4),
+                 n_samples=0, sample_tasks=None, temperature=1.0, seed=12345, batch_size=256):
+    """The held-out evaluation every script runs, on the fixed sets of countdown.heldout_tasks.
+
+    Greedy on the first n_tasks of each size: accuracy, how the wrong answers fail
+    (trace_reader.failure_kind) and what the search does (trace_reader.behaviour_rates). With
+    n_samples > 0, n_samples samples at `temperature` on the first sample_tasks (default all) of them:
+    accuracy, pass@n_samples, length in tokens, and the same behaviour. Returns one flat dict, each key
+    ending in the size: eval_acc3, no_answer3, greedy_checks3, ...; sample_acc3, pass@8_3, length3,
+    checks3, ... (what train_rl.py logs and report.py reads).
+    """
     import countdown
     import trace_reader
 
     res = {}
-    with autocast:
-        for k in (3, 4):
-            tasks = countdown.heldout_tasks(k, n_tasks, rules)
-            res[f"eval_acc{k}"], _, _ = eval_countdown(model, tok, tasks, template, max_new_tokens)
-            if pass_k_tasks:
-                tasks = tasks[:pass_k_tasks]
-                res[f"sample_acc{k}"], res[f"pass@{pass_k}_{k}"], texts = eval_countdown(
-                    model, tok, tasks, template, max_new_tokens, temperature=1.0, n_samples=pass_k, seed=12345)
-                res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
-                rates = trace_reader.behaviour_rates([t for t in tasks for _ in range(pass_k)], texts)
-                res.update({f"{key}{k}": v for key, v in rates.items()})
+    for k in sizes:
+        tasks = countdown.heldout_tasks(k, n_tasks, rules)
+        texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size)
+        kinds = [trace_reader.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": rewards.countdown_correct
+        res[f"eval_acc{k}"] = kinds.count("right") / len(tasks)
+        res.update({f"{kind.replace(' ', '_')}{k}": kinds.count(kind) for kind in trace_reader.FAILURE_KINDS[1:]})
+        res[f"greedy_length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
+        res.update({f"greedy_{key}{k}": v for key, v in trace_reader.behaviour_rates(tasks, texts).items()})
+        if n_samples:
+            tasks = tasks[:sample_tasks]
+            texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size, temperature, n_samples, seed)
+            right = [trace_reader.failure_kind(t, x) == "right" for t, x in zip(repeat(tasks, n_samples), texts)]
+            res[f"sample_acc{k}"] = sum(right) / len(right)
+            res[f"pass@{n_samples}_{k}"] = sum(any(right[j * n_samples : (j + 1) * n_samples])
+                                               for j in range(len(tasks))) / len(tasks)
+            res[f"length{k}"] = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
+            res.update({f"{key}{k}": v for key, v in trace_reader.behaviour_rates(repeat(tasks, n_samples), texts).items()})
     return res
+
+
+def repeat(tasks, n):
+    """Each task n times in a row: the order of sample_countdown's n samples per task."""
+    return [t for t in tasks for _ in range(n)]
 
 
 def sample_countdown(model, tok, tasks, template="compact", max_new_tokens=512, batch_size=256, temperature=0.0,
@@ -221,7 +247,7 @@ def sample_countdown(model, tok, tasks, template="compact", max_new_tokens=512, 
     """n_samples decoded completions per task (task-major), sampled in eval mode, batch_size prompts at a time."""
     from countdown import TEMPLATES
 
-    prompts = [encode_ids(tok, TEMPLATES[template](t)) for t in tasks for _ in range(n_samples)]
+    prompts = [encode_ids(tok, TEMPLATES[template](t)) for t in repeat(tasks, n_samples)]
     warn_unk(tok, prompts[::n_samples], f"the {template} template")
     texts = []
     was_training = model.training
@@ -232,22 +258,6 @@ def sample_countdown(model, tok, tasks, template="compact", max_new_tokens=512, 
         texts += [tok.decode(o, skip_special_tokens=False) for o in outs]
     model.train(was_training)
     return texts
-
-
-def eval_countdown(model, tok, tasks, template="compact", max_new_tokens=512, batch_size=256, temperature=0.0,
-                   n_samples=1, seed=0):
-    """Sample n_samples completions per task and score them with the Countdown reward.
-
-    Returns (accuracy, pass_at_n, completions): accuracy over all samples, pass@n the share of tasks
-    with at least one correct sample, completions the decoded texts (task-major).
-    """
-    from rewards import countdown_correct
-
-    texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size, temperature, n_samples, seed)
-    correct = [countdown_correct(c, list(t.numbers), t.target) for t, c in zip(
-        (t for t in tasks for _ in range(n_samples)), texts)]
-    per_task = [any(correct[j * n_samples : (j + 1) * n_samples]) for j in range(len(tasks))]
-    return sum(correct) / max(1, len(correct)), sum(per_task) / max(1, len(tasks)), texts
 
 
 END_TOKENS = ("<|endoftext|>", "<|im_end|>")  # stripped from a kept response; train_sft appends its eos
@@ -288,15 +298,6 @@ def rejection_sample(model, tok, tasks, k, template="compact", max_new_tokens=38
         records += [{"prompt": TEMPLATES[template](task), "response": r} for r in kept]
     stats = {"tasks": len(tasks), "samples": len(texts), "accepted": n_accepted, "solved": n_solved}
     return records, stats
-
-
-def write_jsonl(path, records):
-    """One JSON object a line, written atomically: a reader never sees half a file."""
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -372,7 +373,8 @@ def get_args(argv=None):
 
 def load(args):
     """The checkpoint's model and tokenizer, checked to belong together."""
-    from model import Transformer, check_tokenizer, load_tokenizer
+    from checkpoint import check_tokenizer, load_tokenizer
+    from model import Transformer
 
     model = Transformer.from_pretrained(args.ckpt, dtype=getattr(torch, args.dtype) if args.dtype else None,
                                        device=args.device)
@@ -400,37 +402,35 @@ def main(argv=None):
 
 
 def heldout_main(args):
-    """--heldout N: on the first N fixed held-out tasks per size (the sets train_sft/train_rl report),
-    greedy accuracy, how the wrong answers fail (trace_reader.failure_kind) and what the search does
-    (trace_reader.behaviour_rates); with --n > 1, the same for n samples per task at --temperature."""
-    import countdown
+    """--heldout N: heldout_eval on the first N fixed held-out tasks per size (the sets train_sft and
+    train_rl report), printed: greedy accuracy, how the wrong answers fail and what the search does;
+    with --n > 1, the same for n samples per task at --temperature."""
     import trace_reader
 
-    def describe(tasks, texts):
-        rates = trace_reader.behaviour_rates(tasks, texts)
-        length = sum(len(encode_ids(tok, x)) for x in texts) / len(texts)
-        p = {key: "n/a" if rates[key] is None else f"{rates[key]:.2f}" for key in ("p_stop_yes", "p_go_no")}
-        return (f"length {length:.0f} tokens, {rates['checks']:.2f} checks, P(stop | yes) {p['p_stop_yes']}, "
-                f"P(go on | no) {p['p_go_no']}, wrong lines {rates['wrong_lines']:.1%}, "
-                f"false yes {rates['false_yes']:.2f} per response")
+    def describe(res, prefix, k):
+        get = lambda key: res[f"{prefix}{key}{k}"]  # noqa: E731
+        p = {key: "n/a" if get(key) is None else f"{get(key):.2f}" for key in ("p_stop_yes", "p_go_no")}
+        return (f"length {get('length'):.0f} tokens, {get('checks'):.2f} checks, P(stop | yes) {p['p_stop_yes']}, "
+                f"P(go on | no) {p['p_go_no']}, wrong lines {get('wrong_lines'):.1%}, "
+                f"false yes {get('false_yes'):.2f} per response")
 
     model, tok = load(args)
+    res = heldout_eval(model, tok, args.heldout, args.rules, args.template, args.max_new_tokens, args.n_numbers,
+                       args.n if args.n > 1 else 0, temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
     for k in args.n_numbers:
-        tasks = countdown.heldout_tasks(k, args.heldout, args.rules)
-        texts = sample_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size)  # greedy
-        kinds = [trace_reader.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": countdown_correct
-        print(f"held-out, {k} numbers ({len(tasks)} tasks): greedy accuracy {kinds.count('right') / len(tasks):.1%} ("
-              + ", ".join(f"{kind} {kinds.count(kind)}" for kind in trace_reader.FAILURE_KINDS) + "); "
-              + describe(tasks, texts))
+        acc = res[f"eval_acc{k}"]
+        kinds = [f"right {round(acc * args.heldout)}"] + [f"{kind} {res[kind.replace(' ', '_') + str(k)]}"
+                                                           for kind in trace_reader.FAILURE_KINDS[1:]]
+        print(f"held-out, {k} numbers ({args.heldout} tasks): greedy accuracy {acc:.1%} (" + ", ".join(kinds) + "); "
+              + describe(res, "greedy_", k))
         if args.n > 1:
-            acc, pass_n, texts = eval_countdown(model, tok, tasks, args.template, args.max_new_tokens, args.batch_size,
-                                                args.temperature, args.n, args.seed)
-            print(f"  {args.n} samples per task at T={args.temperature:g}: accuracy {acc:.1%}, pass@{args.n} "
-                  f"{pass_n:.1%}; " + describe([t for t in tasks for _ in range(args.n)], texts))
+            print(f"  {args.n} samples per task at T={args.temperature:g}: accuracy {res[f'sample_acc{k}']:.1%}, "
+                  f"pass@{args.n} {res[f'pass@{args.n}_{k}']:.1%}; " + describe(res, "", k))
 
 
 def rejection_main(args):
     """--rejection: sample --k per training task, keep the accepted ones, write JSONL atomically."""
+    import checkpoint
     import countdown
 
     model, tok = load(args)
@@ -438,7 +438,7 @@ def rejection_main(args):
     records, stats = rejection_sample(model, tok, tasks, args.k, args.template, args.max_new_tokens, args.temperature,
                                       args.seed, args.batch_size, args.max_per_task or None,
                                       strict_format=not args.lenient_format)
-    write_jsonl(args.rejection, records)
+    checkpoint.write_jsonl(args.rejection, records)
     print(f"rejection sampling: {stats['tasks']} tasks, {stats['samples']} samples, {stats['accepted']} accepted "
           f"({stats['accepted'] / max(1, stats['samples']):.1%}), {stats['solved']} tasks with one accepted or more; "
           f"{len(records)} records written to {args.rejection}")

@@ -6,7 +6,7 @@ evals (train_rl.py) read them here."""
 import re
 import statistics
 
-from countdown import _div
+from countdown import div
 
 
 _TRACE_LINE = re.compile(r"(\d{1,12})([+\-*/])(\d{1,12})=(\d{1,12})(?: vs \d{1,12})?(?: (yes|no))?")  # bounded: int() stays cheap
@@ -15,7 +15,7 @@ FAILURE_KINDS = ("right", "arithmetic slip", "false yes", "other", "no answer")
 
 def _line_value(a, op, b):
     """What a trace line `a op b = c` should have written as c (None for a division by zero)."""
-    return {"+": a + b, "-": a - b, "*": a * b, "/": _div(a, b) if b else None}[op]
+    return {"+": a + b, "-": a - b, "*": a * b, "/": div(a, b) if b else None}[op]
 
 
 def _checked_lines(response, target):

@@ -41,14 +41,16 @@ import time
 import torch
 from tqdm import tqdm
 
+import checkpoint
 import cli
 import countdown
 import parallel
+from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer
 from grpo import group_advantages, group_has_signal, policy_loss
-from model import Transformer, check_tokenizer, checkpoint_dir, load_tokenizer
+from model import Transformer
 from report import plot
 from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
-from sample import encode_ids, generate, heldout_eval, stop_ids_for, warn_unk
+from sample import encode_ids, generate, heldout_eval, pad, stop_ids_for, warn_unk
 
 PRESETS = {
     # R1-Zero in miniature (the main job): GRPO straight from the tiny base of stage 0, which guesses
@@ -147,14 +149,9 @@ def step_tasks(pool, step, n, seed):
 
 def sequences(prompts, completions, pad_id=0):
     """Left-padded prompts + right-padded completions -> idx (B, P+L), valid (B, P+L), P."""
-    P, L = max(map(len, prompts)), max(1, max(map(len, completions)))
-    idx = torch.full((len(prompts), P + L), pad_id, dtype=torch.long)
-    valid = torch.zeros(len(prompts), P + L, dtype=torch.bool)
-    for b, (p, c) in enumerate(zip(prompts, completions)):
-        idx[b, P - len(p) : P], valid[b, P - len(p) : P] = torch.tensor(p), True
-        if c:
-            idx[b, P : P + len(c)], valid[b, P : P + len(c)] = torch.tensor(c), True
-    return idx, valid, P
+    p, p_valid = pad(prompts, left=True, pad_id=pad_id)
+    c, c_valid = pad(completions, pad_id=pad_id, width=max(1, max(map(len, completions))))
+    return torch.cat([p, c], 1), torch.cat([p_valid, c_valid], 1), p.shape[1]
 
 
 def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0, load_mask=None):
@@ -272,15 +269,15 @@ def main(argv=None):
     ckpt = os.path.join(args.out, "ckpt")
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
-    state = cli.load_train_state(checkpoint_dir(ckpt)) if args.resume else None  # ckpt, or ckpt.old after a kill
+    state = checkpoint.load_train_state(checkpoint_dir(ckpt)) if args.resume else None  # ckpt, or ckpt.old after a kill
     src = checkpoint_dir(ckpt) if args.resume else args.init
     model = Transformer.from_pretrained(src, dtype=dtype, device=args.device)
     tok = load_tokenizer(src)
     check_tokenizer(tok, model, src)
     # the KL reference: the run's --init, checked by its weights' digest on resume (design note 4)
     reference = state["reference"] if args.resume else {"init": os.path.abspath(args.init),
-                                                         "sha256": cli.weights_digest(args.init)}
-    if args.resume and cli.weights_digest(reference["init"]) != reference["sha256"]:
+                                                         "sha256": checkpoint.weights_digest(args.init)}
+    if args.resume and checkpoint.weights_digest(reference["init"]) != reference["sha256"]:
         raise ValueError(f"{reference['init']}: the run's KL reference has changed since it started (its weights' "
                          "sha256 differs); restore it, or start a new run")
     ref = None
@@ -300,7 +297,7 @@ def main(argv=None):
     warn_unk(tok, [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in pool[:100]], f"the {args.template} template")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if parallel.RANK == 0 and args.resume:  # rows past the checkpoint were logged by the killed run: logged again
-        cli.trim_metrics(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
+        checkpoint.trim_jsonl(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
     elif parallel.RANK == 0 and os.path.exists(metrics_path):  # --overwrite
         os.remove(metrics_path)
 
@@ -310,9 +307,12 @@ def main(argv=None):
                 f.write(json.dumps(rec) + "\n")
 
     def evaluate():  # every process evaluates the same (parallel.py note 4); rank 0 logs
-        res = {"step": step, **heldout_eval(parallel.plain(model), tok, args.rules, args.template, args.eval_tasks,
-                                            args.max_new_tokens, args.pass_k, args.pass_k_tasks, autocast)}
-        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items() if k != "step" and v is not None))
+        with autocast:
+            res = {"step": step, **heldout_eval(parallel.plain(model), tok, args.eval_tasks, args.rules, args.template,
+                                                args.max_new_tokens, n_samples=args.pass_k if args.pass_k_tasks else 0,
+                                                sample_tasks=args.pass_k_tasks)}
+        print(f"eval @ step {step}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items()
+                                                  if k != "step" and not k.startswith("greedy_") and v is not None))
         log(res)
 
     if step == 0:

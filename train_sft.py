@@ -31,21 +31,21 @@ Design notes:
     torchrun --standalone --nproc_per_node=4 train_sft.py --data traces.jsonl --init DIR   # --fsdp: shard it
 """
 
-import argparse
 import json
 import math
 import os
 import random
-import sys
 import time
 
 import torch
 
+import checkpoint
 import cli
 import parallel
+from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer
 from countdown import HELDOUT_MAX
-from model import ModelConfig, Transformer, check_tokenizer, checkpoint_dir, load_tokenizer, n_active_params, n_params
-from sample import STOP_TOKENS, encode_ids, eval_countdown
+from model import ModelConfig, Transformer, n_active_params, n_params
+from sample import STOP_TOKENS, encode_ids, heldout_eval, pad
 
 EVAL_TOKENS = 1024  # held-out evals stop here whatever --max_len (Countdown traces are under 300 tokens)
 SPECIALS = ["<|endoftext|>", "<unk>", "<think>", "</think>", "<answer>", "</answer>"]
@@ -187,10 +187,11 @@ def cold_start_data(args):
     path = os.path.join(args.out, f"train_{args.traces}.jsonl")
     if not (args.resume and os.path.exists(path)):
         tasks = countdown.train_tasks(args.n_train, args.seed)
-        n = countdown.write_sft_jsonl(path + ".tmp", tasks, random.Random(args.seed), kind=args.traces)
-        if n < len(tasks):
-            print(f"{args.traces} traces: {len(tasks) - n} of {len(tasks)} tasks left out (their search does not fit)")
-        os.replace(path + ".tmp", path)
+        records = countdown.sft_records(tasks, random.Random(args.seed), kind=args.traces)
+        if len(records) < len(tasks):
+            print(f"{args.traces} traces: {len(tasks) - len(records)} of {len(tasks)} tasks left out (their search "
+                  "does not fit)")
+        checkpoint.write_jsonl(path, records)
     if args.resume or args.init:
         return path, load_tokenizer(os.path.join(args.out, "ckpt") if args.resume else args.init)
     texts = [p + r + "<|endoftext|>" for p, r in read_jsonl(path)[:20_000]]
@@ -232,16 +233,12 @@ def epoch_batches(data, batch_size, seed, epoch):
 
 def collate(data, ids, pad_id=0):
     """Right-padded inputs x, next-token targets y and the loss mask (response tokens only)."""
-    T = max(len(data[i][0]) for i in ids) - 1
-    x = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    y = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.bool)
-    for b, i in enumerate(ids):
-        seq, n_prompt = data[i]
-        x[b, : len(seq) - 1], y[b, : len(seq) - 1] = seq[:-1], seq[1:]
-        # predict each response token from what precedes it (with no prompt, the first one has nothing to go on)
-        mask[b, max(n_prompt - 1, 0) : len(seq) - 1] = True
-    return x, y, mask
+    seqs = [data[i][0] for i in ids]
+    x, valid = pad([s[:-1] for s in seqs], pad_id=pad_id)
+    y, _ = pad([s[1:] for s in seqs], pad_id=pad_id)
+    # predict each response token from what precedes it (with no prompt, the first one has nothing to go on)
+    first = torch.tensor([max(data[i][1] - 1, 0) for i in ids])[:, None]
+    return x, y, valid & (torch.arange(x.shape[1])[None, :] >= first)
 
 
 def lr_at(step, args):
@@ -303,7 +300,7 @@ def main(argv=None):
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     step = 0
     if args.resume:
-        state = cli.load_train_state(resume_dir)
+        state = checkpoint.load_train_state(resume_dir)
         parallel.load_optimizer(model, opt, state)
         step = state["step"]
         print(f"resumed from {resume_dir} at step {step}")
@@ -312,7 +309,7 @@ def main(argv=None):
     per_epoch = len(epoch_batches(data, args.batch_size, args.seed, 0))
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if args.resume and parallel.RANK == 0:  # rows past the checkpoint were logged by the killed run: logged again
-        cli.trim_metrics(metrics_path, lambda r: r["step"] <= step and r.get("eval") != "final")
+        checkpoint.trim_jsonl(metrics_path, lambda r: r["step"] <= step and r.get("eval") != "final")
     metrics_f = open(metrics_path, "a" if args.resume else "w") if parallel.RANK == 0 else None
 
     def log(rec):
@@ -324,15 +321,11 @@ def main(argv=None):
         parallel.save(model, opt, ckpt, tok, step=step, args=vars(args))
 
     def evaluate(n_tasks, final=False):
-        import countdown
-
-        res, plain = {"step": step}, parallel.plain(model)
-        for k in (3, 4):
-            tasks = countdown.heldout_tasks(k, n_tasks)
-            acc, _, texts = eval_countdown(plain, tok, tasks, max_new_tokens=min(args.max_len - 32, EVAL_TOKENS))
-            res[f"acc{k}"] = acc
+        with autocast:
+            res = {"step": step, **heldout_eval(parallel.plain(model), tok, n_tasks,
+                                                max_new_tokens=min(args.max_len - 32, EVAL_TOKENS))}
         print(f"{'final ' if final else ''}eval @ step {step}: held-out greedy accuracy "
-              f"3 numbers {res['acc3']:.1%}, 4 numbers {res['acc4']:.1%} ({n_tasks} tasks each)")
+              f"3 numbers {res['eval_acc3']:.1%}, 4 numbers {res['eval_acc4']:.1%} ({n_tasks} tasks each)")
         log({"eval": "final" if final else "periodic", **res})
         return res
 

@@ -1,6 +1,5 @@
 """countdown.py against an independent brute force and an evaluator written here (no eval)."""
 
-import json
 import operator
 import random
 import re
@@ -14,7 +13,7 @@ import countdown
 import trace_reader
 from countdown import (Task, canonical, dfs_trace, generate_tasks, heldout_tasks, optimal_trace, prompt_base,
                        prompt_chat, prompt_compact, reachable_targets, search_trace, solve,
-                       train_tasks, write_sft_jsonl)
+                       train_tasks, sft_records)
 
 # ----------------------------------------------------------------------------- test-side references
 
@@ -360,16 +359,14 @@ def test_compact_prompt_is_short():
     assert prompt_compact(Task((3, 7, 25), 46)) == "3 7 25 -> 46\n<think>"
 
 
-def test_write_sft_jsonl(tmp_path):
+def test_sft_records_pair_each_prompt_with_its_teacher_trace():
     tasks = heldout_tasks(3, 20)
-    path = tmp_path / "sft.jsonl"
-    assert write_sft_jsonl(path, tasks, random.Random(0), kind="optimal", template="base") == 20
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = sft_records(tasks, random.Random(0), kind="optimal", template="base")
     assert rows[0] == {"prompt": prompt_base(tasks[0]), "response": optimal_trace(tasks[0])}
     assert len(rows) == 20
     tasks = heldout_tasks(4, 40)  # dfs leaves out the tasks whose search does not fit
-    n = write_sft_jsonl(path, tasks, random.Random(0), kind="dfs")
-    assert 0 < n == len(path.read_text().splitlines()) < 40
+    rows = sft_records(tasks, random.Random(0), kind="dfs")
+    assert 0 < len(rows) < 40 and all(r["response"].endswith("</answer>") for r in rows)
 
 
 # ----------------------------------------------------------------------------- failure kinds

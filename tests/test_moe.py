@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model import MoE, ModelConfig, Transformer
 from parallel import update_expert_bias

@@ -13,7 +13,8 @@ import countdown
 import sample
 import train_sft
 from model import ModelConfig, Transformer
-from sample import encode_ids, rejection_sample, write_jsonl
+from checkpoint import write_jsonl
+from sample import encode_ids, rejection_sample
 
 TASK_A, TASK_B = countdown.Task((65, 18, 37), 10), countdown.Task((80, 33, 69), 22)
 TRACE_A = countdown.optimal_trace(TASK_A)  # ... 28-18=10 yes\n</think>\n<answer>(65-37)-18</answer>
@@ -154,10 +155,11 @@ def test_heldout_cli_reports_greedy_accuracy(tok, monkeypatch, capsys):
     t0, t1 = countdown.heldout_tasks(3, 2)
     wrong = countdown.optimal_trace(t1).replace("</answer>", "+0</answer>")  # uses a 0 it was not given
     m = scripted(tok, {t0: [countdown.optimal_trace(t0)], t1: [wrong]})
+    import checkpoint
     import model
 
     monkeypatch.setattr(model.Transformer, "from_pretrained", classmethod(lambda cls, *a, **k: m))
-    monkeypatch.setattr(model, "load_tokenizer", lambda path: tok)
+    monkeypatch.setattr(checkpoint, "load_tokenizer", lambda path: tok)
     sample.main(["--ckpt", "unused", "--heldout", "2", "--n_numbers", "3", "--batch_size", "1"])
     out = capsys.readouterr().out.strip()
     assert out.startswith("held-out, 3 numbers (2 tasks): greedy accuracy 50.0% (right 1, arithmetic slip 0, "
