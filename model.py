@@ -204,6 +204,18 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(hd, cfg.norm_eps)
             self.k_norm = RMSNorm(hd, cfg.norm_eps)
 
+    @staticmethod
+    def mask(cfg, key_valid, start, T, dtype):
+        """The additive mask forward's attention takes, (B, 1, rep * T, S), for T queries at slots
+        start.. over S = start + T key slots of which key_valid (B, S) are real. A query sees earlier
+        real slots, and always itself (so a pad row never softmaxes over nothing). The query heads
+        that share a kv head are folded into the query axis (forward), hence the rep copies."""
+        qs = torch.arange(start, start + T, device=key_valid.device)[:, None]  # query slots
+        ks = torch.arange(start + T, device=key_valid.device)[None, :]  # key slots
+        allowed = ((ks <= qs) & key_valid[:, None, None, :]) | (ks == qs)  # (B, 1, T, S)
+        allowed = allowed.repeat(1, 1, cfg.n_heads // cfg.n_kv_heads, 1)
+        return torch.zeros(allowed.shape, dtype=dtype, device=key_valid.device).masked_fill_(~allowed, float("-inf"))
+
     def forward(self, x, cos, sin, mask, cache=None, layer=0):
         B, T, _ = x.shape
         hd, nh, nkv = self.cfg.head_dim, self.cfg.n_heads, self.cfg.n_kv_heads
@@ -222,7 +234,7 @@ class Attention(nn.Module):
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:  # fold the query heads that share a kv head into the query axis: one attention per kv head
-            # (about 2x faster than enable_gqa on CPU; the caller repeated the mask rep times along that axis)
+            # (faster than enable_gqa on CPU: docs/sampling.md; Attention.mask repeated the mask to match)
             y = F.scaled_dot_product_attention(q.reshape(B, nkv, rep * T, hd), k, v, attn_mask=mask)
         return self.o_proj(y.reshape(B, nh, T, hd).transpose(1, 2).reshape(B, T, nh * hd))
 
@@ -244,7 +256,7 @@ class Gate(nn.Module):
     """The router: scores every routed expert for every token and picks top_k of them.
 
     Selection ranks `score + bias` (the bias is auxiliary-loss-free balancing's, a buffer moved by
-    `MoE.update_bias`, never by gradients); the gate weights are the unbiased scores of the chosen
+    `Transformer.update_expert_bias`, never by gradients); the gate weights are the unbiased scores of the chosen
     experts, so balancing changes which experts a token visits, not how much each one counts.
     """
 
@@ -314,7 +326,7 @@ class MoE(nn.Module):
     Dispatch: the (token, expert) pairs are sorted by expert and each expert runs once on its slice,
     then the weighted outputs are summed back per token (index_add). No loop over tokens.
     Training forwards (train mode, gradients on) count the tokens each expert received in `load`
-    (padding excluded); `update_bias` turns the counts into the balancing step and clears them.
+    (padding excluded); Transformer.update_expert_bias turns the counts into the balancing step.
     """
 
     def __init__(self, cfg):
@@ -327,7 +339,6 @@ class MoE(nn.Module):
         if cfg.shared_expert_gate:
             self.shared_expert_gate = nn.Linear(cfg.dim, 1, bias=False)
         self.load = None  # (E,) int64 tokens routed since the last update; a plain tensor, not a buffer
-        self.last_load = None  # the load of the last update, for the logs
 
     def forward(self, x, valid=None):
         """
@@ -381,13 +392,6 @@ class MoE(nn.Module):
         p = ((scores / scores.sum(-1, keepdim=True)).view(B, T, E) * m).sum(1) / n  # (B, E)
         return self.cfg.aux_loss_alpha * (f * p).sum(1).mean()
 
-    @torch.no_grad()
-    def update_bias(self, load):
-        """Auxiliary-loss-free balancing: bias += gamma * sign(mean_load - load) (DeepSeek-V3)."""
-        load = load.to(self.gate.e_score_correction_bias.device).float()
-        self.gate.e_score_correction_bias += self.cfg.bias_update_speed * torch.sign(load.mean() - load)
-        self.load, self.last_load = None, load.cpu()
-
 
 class Block(nn.Module):
     def __init__(self, cfg, layer=0):
@@ -430,6 +434,26 @@ class Transformer(nn.Module):
         p = self.embed_tokens.weight
         return KVCache(self.cfg, batch_size, max_len, device=p.device, dtype=p.dtype, rows=rows)
 
+    @torch.no_grad()
+    def update_expert_bias(self, reduce=None):
+        """Auxiliary-loss-free balancing (DeepSeek-V3), once after each optimizer step: every MoE
+        layer's bias moves by gamma * sign(mean_load - load), the load being the tokens the training
+        forwards routed to each expert since the last call (reduce: sums it over processes under
+        torchrun, parallel.summed, so the bias stays the same everywhere). Returns the log fields:
+        max/mean load and dead experts (no token at all) per MoE layer; {} for a dense model."""
+        layers = [m for m in self.modules() if isinstance(m, MoE) and m.load is not None]
+        if not layers:
+            return {}
+        load = torch.stack([m.load for m in layers])  # (MoE layers, experts)
+        load = (load if reduce is None else reduce(load)).float()
+        for m, n in zip(layers, load):
+            bias = m.gate.e_score_correction_bias
+            bias += m.cfg.bias_update_speed * torch.sign(n.mean() - n).to(bias.device)
+            m.load = None
+        load = load.cpu()
+        return {"moe_max_over_mean": [round((x.max() / x.mean().clamp(min=1e-9)).item(), 3) for x in load],
+                "moe_dead_experts": [int((x == 0).sum()) for x in load]}
+
     def rope_tables(self):
         """The (cos, sin) tables for every position, built on first use on the weights' device and dtype."""
         w = self.embed_tokens.weight
@@ -442,22 +466,33 @@ class Transformer(nn.Module):
         generate call: on CPU it holds copies of the weights, so it must not outlive an update."""
         return Decoder(self)
 
-    def forward(self, idx, valid=None, cache=None, return_hidden=False, targets=None, where=None, temperature=1.0,
-                with_entropy=False, load_mask=None):
-        """Run the decoder.
+    def forward(self, idx, valid=None, targets=None, where=None, temperature=1.0, with_entropy=False, load_mask=None):
+        """Two call shapes, both through the body (hidden):
+
+            logits = model(idx, valid)                      # (B, T, vocab) in the model's dtype
+            logp = model(idx, valid, targets=, where=)      # training: (n,) fp32, design note 6
+
+        Args:
+            idx, valid: as hidden.
+            targets, where: (B, T) next-token ids and a bool mask of the positions to score: the log-probs
+                log softmax(logits / temperature)[targets] at the n positions of `where`, in row-major
+                order (with_entropy: (log-probs, entropies)), the lm_head fused with the log-softmax.
+            load_mask: as hidden.
+        """
+        h = self.hidden(idx, valid, load_mask=load_mask)
+        if targets is None:
+            return self.lm_head(h)
+        return linear_token_logprobs(h[where], self.lm_head.weight, targets[where], temperature, with_entropy)
+
+    def hidden(self, idx, valid=None, cache=None, load_mask=None):
+        """The body: the final normed hidden states (B, T, dim).
 
         Args:
             idx: (B, T) token ids.
             valid: (B, T) bool, False for padding slots (None: all real). Pad slots get garbage
                 outputs that callers ignore; they never influence real tokens.
-            cache: a KVCache to continue; idx then fills slots [cache.len, cache.len + T).
-            return_hidden: return the final normed hidden states (B, T, dim) instead of logits.
-            targets, where: (B, T) next-token ids and a bool mask of the positions to score: return
-                log softmax(logits / temperature)[targets] at those positions instead of logits (design note 6).
+            cache: a KVCache to continue (sampling's prefill); idx then fills slots [cache.len, cache.len + T).
             load_mask: (B, T) bool, the tokens that count toward MoE expert load (None: valid, or all).
-        Returns:
-            logits (B, T, vocab) in the model's dtype, or hidden states, or log-probs (n,) fp32 for the
-            n positions of `where` in row-major order (with_entropy: (log-probs, entropies)).
         """
         B, T = idx.shape
         if valid is None and cache is None:
@@ -472,22 +507,14 @@ class Transformer(nn.Module):
             positions = (prev + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
             if int(positions.max()) >= self.cfg.max_seq_len:
                 raise ValueError(f"sequence longer than max_seq_len={self.cfg.max_seq_len}")
+            key_valid = valid
             if cache is not None:
                 if start + T > cache.v.shape[3]:
                     raise ValueError(f"KV cache of {cache.v.shape[3]} slots is full")
                 cache.valid[:, start : start + T] = valid
                 cache.n_valid += valid.sum(1)
                 key_valid = cache.valid[:, : start + T]
-            else:
-                key_valid = valid
-            # a query sees earlier valid slots, and always itself (so pad rows never softmax over nothing)
-            qs = torch.arange(start, start + T, device=idx.device)[:, None]  # query slots
-            ks = torch.arange(start + T, device=idx.device)[None, :]  # key slots
-            allowed = ((ks <= qs) & key_valid[:, None, None, :]) | (ks == qs)  # (B, 1, T, S)
-            # (B, 1, rep * T, S): the query heads sharing a kv head folded into the query axis (Attention)
-            allowed = allowed.repeat(1, 1, self.cfg.n_heads // self.cfg.n_kv_heads, 1)
-            mask = torch.zeros(allowed.shape, dtype=self.embed_tokens.weight.dtype, device=idx.device)
-            mask.masked_fill_(~allowed, float("-inf"))  # additive, built once for all layers
+            mask = Attention.mask(self.cfg, key_valid, start, T, self.embed_tokens.weight.dtype)  # once, for all layers
         cos, sin = (table[positions][:, None] for table in self.rope_tables())  # (B, 1, T, hd)
         x = self.embed_tokens(idx)
         load_mask = valid if load_mask is None else load_mask
@@ -500,11 +527,7 @@ class Transformer(nn.Module):
                 x = block(x, cos, sin, mask, cache, i, load_mask)
         if cache is not None:
             cache.len += T
-        x = self.norm(x)
-        if targets is not None:  # lm_head fused with the log-softmax: the (n, vocab) logits never exist in full
-            return linear_token_logprobs(x[where], self.lm_head.weight, targets[where], temperature, with_entropy)
-        return x if return_hidden else self.lm_head(x)
-
+        return self.norm(x)
 
     # ----------------------------------------------------------------------------- checkpoints
 

@@ -155,47 +155,37 @@ def sync_grads(model, on):
 
 
 def optimizer_step(model, opt, clip, step):
-    """Clip the gradient norm, step, zero the gradients; returns the norm before clipping. A
-    non-finite norm stops the run before the step (the last checkpoint stays intact)."""
+    """Clip the gradient norm, step, zero the gradients, then the model's MoE balancing step. Returns
+    the norm before clipping and the balancing's log fields ({} for a dense model). A non-finite
+    norm stops the run before the step (the last checkpoint stays intact)."""
+    from torch.nn.parallel import DistributedDataParallel
+
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     gnorm = (gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm).item()  # FSDP: a DTensor
     if not math.isfinite(gnorm):
         raise FloatingPointError(f"non-finite gradient norm at step {step}; stopping without saving")
     opt.step()
     opt.zero_grad(set_to_none=True)
-    update_expert_bias(model)
-    return gnorm
+    base = model.module if isinstance(model, DistributedDataParallel) else model
+    return gnorm, base.update_expert_bias(summed)
 
 
-def moe_layers(model):
-    from model import MoE
-
-    return [m for m in model.modules() if isinstance(m, MoE)]
-
-
-def update_expert_bias(model):
-    """Auxiliary-loss-free balancing (DeepSeek-V3), after each optimizer step: every MoE layer's bias
-    moves by gamma * sign(mean_load - load), the load being the tokens all ranks routed to each expert
-    since the last step (summed over ranks, so the bias stays the same on every rank). Dense: nothing."""
-    layers = [m for m in moe_layers(model) if m.load is not None]
-    if not layers:
-        return
-    load = torch.stack([m.load for m in layers])  # (MoE layers, experts)
-    if dist.is_initialized():
-        load = load.to(DEVICE)
-        dist.all_reduce(load)
-    for m, layer_load in zip(layers, load):
-        m.update_bias(layer_load)
+def summed(x):
+    """x summed over the ranks (every rank gets the sum); one process: x."""
+    if not dist.is_initialized():
+        return x
+    x = x.to(DEVICE)
+    dist.all_reduce(x)
+    return x
 
 
-def expert_load(model):
-    """Log fields for the last balancing step: max/mean expert load of each MoE layer and its dead
-    experts (no token at all); {} for a dense model."""
-    loads = [m.last_load for m in moe_layers(model) if m.last_load is not None]
-    if not loads:
-        return {}
-    return {"moe_max_over_mean": [round((x.max() / x.mean().clamp(min=1e-9)).item(), 3) for x in loads],
-            "moe_dead_experts": [int((x == 0).sum()) for x in loads]}
+def share_micro_batches(n_tokens, n_seqs, chunks):
+    """Under torchrun: the loss normalisers summed over the ranks, and this rank's micro-batches
+    padded with empty ones ([]) to the most any rank has (design note 3). One process: as they are."""
+    if not dist.is_initialized():
+        return n_tokens, n_seqs, chunks
+    counts = gathered(torch.tensor([n_tokens, n_seqs, len(chunks)]))  # (W, 3)
+    return int(counts[:, 0].sum()), int(counts[:, 1].sum()), chunks + [[]] * (int(counts[:, 2].max()) - len(chunks))
 
 
 def save(model, opt, path, tok, **train_state):

@@ -122,7 +122,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     distinct = [p for p, new in zip(prompts, new_run) if new]
     idx, valid = pad(distinct, left=True, pad_id=pad_id)
     cache = model.new_cache(B, P + max_new_tokens, len(distinct))  # memory for B rows, distinct ones in use
-    hidden = model(idx.to(device), valid=valid.to(device), cache=cache, return_hidden=True)[:, -1]
+    hidden = model.hidden(idx.to(device), valid.to(device), cache)[:, -1]
     logits = model.lm_head(hidden)  # the last position only (note 1)
     if len(distinct) < B:  # copy each run's cache row and logits to all its prompts
         run = (torch.tensor(new_run).cumsum(0) - 1).to(device)  # (B,) the run of each prompt

@@ -147,9 +147,9 @@ def step_tasks(pool, step, n, seed):
     return [pool[j] for j in perm[i * n : (i + 1) * n]]
 
 
-def sequences(prompts, completions, pad_id=0):
-    """Left-padded prompts + right-padded completions -> idx (B, P+L), valid (B, P+L), P."""
-    p, p_valid = pad(prompts, left=True, pad_id=pad_id)
+def sequences(prompts, completions, P=None, pad_id=0):
+    """Prompts left-padded to P (default the longest) + right-padded completions -> idx (B, P+L), valid, P."""
+    p, p_valid = pad(prompts, left=True, pad_id=pad_id, width=P)
     c, c_valid = pad(completions, pad_id=pad_id, width=max(1, max(map(len, completions))))
     return torch.cat([p, c], 1), torch.cat([p_valid, c_valid], 1), p.shape[1]
 
@@ -206,35 +206,31 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
         **parallel.means({"groups_with_signal": signal.sum(),
                           "reward_std": rewards.view(-1, G).std(1).sum()}, len(tasks))}  # within-group spread
     model.train()
+    # 4) micro-batches of the rows trained on, longest first, each cut to its own longest completion (note 3);
+    # the loss normalisers count the whole batch (under torchrun, every process's share: parallel.py note 3)
+    chunks = [rows[i : i + args.micro_batch] for i in range(0, len(rows), args.micro_batch)]
+    n_tokens, n_seqs = sum(len(completions[i]) for i in rows), sum(len(completions[i]) > 0 for i in rows)
+    n_tokens, n_seqs, chunks = parallel.share_micro_batches(n_tokens, n_seqs, chunks)
+    P = max(len(prompts[i]) for i in rows or [0])
+    mbs = []  # (idx, valid, mask, advantages) per micro-batch
+    for chunk in chunks:
+        ids = chunk or (rows or [0])[:1]  # an empty micro-batch (torchrun only): one row that counts no token
+        idx, valid, _ = sequences([prompts[i] for i in ids], [completions[i] for i in ids], P)
+        mask = valid[:, P:] & bool(chunk)
+        mbs.append((idx.to(args.device), valid.to(args.device), mask.to(args.device), adv[ids].to(args.device)))
     stats = []
-    # the rows trained on, then one more that counts no token (a copy of the first, or row 0 if none is
-    # kept): the empty micro-batch a process runs while another still has micro-batches (parallel.py note 3)
-    sel = rows + (rows[:1] or [0])
-    idx, valid, P = sequences([prompts[i] for i in sel], [completions[i] for i in sel])
-    idx, valid = idx.to(args.device), valid.to(args.device)
-    mask, a = valid[:, P:].clone(), adv[sel].to(args.device)
-    mask[-1] = False
-    chunks = [slice(i, min(i + args.micro_batch, len(rows))) for i in range(0, len(rows), args.micro_batch)]
-    # the global normalisers (design note 3) and the most micro-batches a process has: sums and max over processes
-    counts = torch.stack([mask.sum(), (mask.sum(1) > 0).sum(), torch.tensor(len(chunks), device=mask.device)])
-    counts = parallel.gathered(counts)  # (processes, 3)
-    n_tokens, n_seqs, n_chunks = counts[:, 0].sum(), counts[:, 1].sum(), int(counts[:, 2].max())
-    if n_chunks:
-        chunks += [slice(len(rows), len(rows) + 1)] * (n_chunks - len(chunks))
-        # (idx, valid, mask, advantages) of each micro-batch, cut to its own longest completion (design note 3)
-        widths = [max(1, max(len(completions[i]) for i in sel[s])) for s in chunks]
-        mbs = [(idx[s, : P + w], valid[s, : P + w], mask[s, :w], a[s]) for s, w in zip(chunks, widths)]
-        # 4) log-probs: the frozen reference's now; the behaviour policy's are the first epoch's (design note 1)
+    if mbs:
+        # 5) log-probs: the frozen reference's now; the behaviour policy's are the first epoch's (design note 1)
         ref_logp, old_logp = [None] * len(mbs), [None] * len(mbs)
         if ref is not None:
             with torch.no_grad(), autocast:
                 ref_logp = [completion_logp(ref, x, v, P, temperature=args.temperature)[0] for x, v, _, _ in mbs]
-        # 5) ppo_epochs x (micro-batches of gradients, one optimizer step)
+        # 6) ppo_epochs x (micro-batches of gradients, one optimizer step)
         for epoch in range(args.ppo_epochs):
             for j, (x, v, mk, a_mb) in enumerate(mbs):
                 parallel.sync_grads(model, j == len(mbs) - 1)
                 with autocast:
-                    # (MoE: the empty micro-batch's row is no load, so N processes balance as one does)
+                    # (MoE: an empty micro-batch's row is no load, so N processes balance as one does)
                     logp, ent = completion_logp(model, x, v, P, True, args.temperature, v & mk.any(1, keepdim=True))
                 loss, m = policy_loss(logp, old_logp[j], ref_logp[j], a_mb, mk, eps_low=args.eps_low,
                                       eps_high=args.eps_high, beta=args.beta, kl=args.kl, agg=args.agg,
@@ -245,11 +241,11 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                     raise FloatingPointError(f"non-finite loss at step {step}; stopping without saving")
                 (loss * parallel.WORLD).backward()  # times W: DDP / FSDP average the processes' gradients
                 stats.append((int(mk.sum()), m))
-            rec["grad_norm"] = parallel.optimizer_step(model, opt, args.clip_grad, step)
-            rec.update(parallel.expert_load(model))  # MoE: max/mean load and dead experts per layer ({} if dense)
-    # 6) metrics: token-weighted means over the micro-batches (of all processes)
+            rec["grad_norm"], moe = parallel.optimizer_step(model, opt, args.clip_grad, step)
+            rec.update(moe)  # MoE: max/mean load and dead experts per layer ({} if dense)
+    # 7) metrics: token-weighted means over the micro-batches (of all processes)
     n = sum(w for w, _ in stats)
-    if n_chunks and n_tokens:
+    if mbs and n_tokens:
         keys = ("kl", "entropy", "clip_frac_low", "clip_frac_high")
         rec.update(parallel.means({k: sum(w * m[k] for w, m in stats if w) for k in keys}, n))
     if "clip_frac_low" in rec:

@@ -360,13 +360,13 @@ def main(argv=None):
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"non-finite loss ({loss_sum}) at step {step}; stopping without saving "
                                      f"(the last checkpoint in {args.out} is intact)")
-        gnorm = parallel.optimizer_step(model, opt, args.clip, step)
+        gnorm, moe = parallel.optimizer_step(model, opt, args.clip, step)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.1e}")
         if step % 10 == 0 or step == args.steps:
             log({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": gnorm, "time": time.time() - t0,
-                 **parallel.expert_load(model)})  # MoE: max/mean load and dead experts per layer
+                 **moe})  # MoE: max/mean load and dead experts per layer of the last step
         if args.data is None and args.eval_every and step % args.eval_every == 0 and step < args.steps:
             evaluate(args.eval_tasks)
         if step % args.save_every == 0 or step == args.steps or step == args.stop_at:

@@ -141,8 +141,8 @@ def test_kv_cached_decoding_equals_full_forward():
     with torch.no_grad():
         full = m(idx)
         cache = m.new_cache(2, 16)
-        steps = [m(idx[:, :5], cache=cache)]  # prefill, then one token at a time
-        steps += [m(idx[:, t : t + 1], cache=cache) for t in range(5, 12)]
+        steps = [m.lm_head(m.hidden(idx[:, :5], cache=cache))]  # prefill, then one token at a time
+        steps += [m.lm_head(m.hidden(idx[:, t : t + 1], cache=cache)) for t in range(5, 12)]
     assert (torch.cat(steps, 1) - full).abs().max().item() <= 1e-5
 
 
@@ -169,7 +169,7 @@ def test_decoder_steps_equal_the_full_forward(kw):
     with torch.no_grad():
         full = m(idx, valid=valid)
         cache, decode = m.new_cache(3, 16), m.decoder()
-        steps = [m(idx[:, :5], valid=valid[:, :5], cache=cache)[:, -1]]
+        steps = [m.lm_head(m.hidden(idx[:, :5], valid[:, :5], cache)[:, -1])]
         steps += [decode(idx[:, t], valid[:, t], cache) for t in range(5, 12)]
     got, want = torch.stack(steps, 1), full[:, 4:]
     real = valid[:, 4:]  # a slot fed as not valid has no output to compare

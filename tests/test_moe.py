@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from model import MoE, ModelConfig, Transformer
-from parallel import update_expert_bias
 
 MOE = dict(vocab_size=53, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, inter_dim=48, n_routed_experts=8, top_k=2,
            moe_inter_dim=16)
@@ -105,7 +104,7 @@ def test_bias_balances_load_while_gate_weights_stay_unbiased():
     of the selected experts."""
     torch.manual_seed(0)
     cfg = ModelConfig(**{**MOE, "score_func": "sigmoid", "bias_update_speed": 0.005})
-    model = Transformer(cfg)  # update_expert_bias walks a model's MoE layers
+    model = Transformer(cfg)  # update_expert_bias walks its MoE layers
     layer, D = model.layers[0].mlp.train(), cfg.dim
     lean = torch.randn(D)
     with torch.no_grad():
@@ -121,7 +120,7 @@ def test_bias_balances_load_while_gate_weights_stay_unbiased():
     before = max_over_mean()
     for _ in range(300):
         layer(data(1024)[None])  # a training forward counts the load
-        update_expert_bias(model)  # what parallel.optimizer_step runs after the step
+        model.update_expert_bias()  # what parallel.optimizer_step runs after the step
     after = max_over_mean()
     assert before > 3 and after < 1.5, (before, after)
     x = data(512)
@@ -162,7 +161,8 @@ def test_moe_kv_cached_decoding_equals_full_forward():
     with torch.no_grad():
         full = m(idx)
         cache = m.new_cache(2, 16)
-        steps = [m(idx[:, :5], cache=cache)] + [m(idx[:, t : t + 1], cache=cache) for t in range(5, 12)]
+        steps = [m.lm_head(m.hidden(idx[:, :5], cache=cache))]
+        steps += [m.lm_head(m.hidden(idx[:, t : t + 1], cache=cache)) for t in range(5, 12)]
     assert (torch.cat(steps, 1) - full).abs().max().item() <= 1e-5
 
 

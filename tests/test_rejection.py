@@ -47,9 +47,9 @@ class Scripted(Transformer):
         super().__init__(ModelConfig(vocab_size=tok.get_vocab_size(), dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
                                      inter_dim=64, max_seq_len=512))
         self.completions = {tuple(encode_ids(tok, p)): c for p, c in completions.items()}
-        self.lm_head = torch.nn.Identity()  # forward returns logits even when asked for hidden states
+        self.lm_head = torch.nn.Identity()  # hidden returns the prefill's logits
 
-    def forward(self, idx, valid=None, cache=None, return_hidden=False):
+    def hidden(self, idx, valid=None, cache=None):
         if idx.shape[1] > 1:  # prefill: each row takes the next unused completion of its prompt
             used, self.rows, self.step = {}, [], 0
             for b in range(idx.shape[0]):

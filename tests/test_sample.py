@@ -116,7 +116,7 @@ def test_top_k_and_top_p_sample_the_renormalised_distribution():
 
 class Scripted(Transformer):
     """Real cache mechanics, scripted logits: the next token is script(last fed token). The prefill
-    (forward) and every decode step (decoder) run a real model on the cache, then return the script's
+    (hidden) and every decode step (decoder) run a real model on the cache, then return the script's
     logits; lm_head passes the prefill's through."""
 
     def __init__(self, script):
@@ -132,8 +132,8 @@ class Scripted(Transformer):
             logits[b, self.script(t)] = 10.0
         return logits
 
-    def forward(self, idx, valid=None, cache=None, return_hidden=False):
-        self.real(idx, valid=valid, cache=cache)
+    def hidden(self, idx, valid=None, cache=None):
+        self.real.hidden(idx, valid, cache)
         self.fed.append(cache.n_valid.clone())
         return self.scripted(idx[:, -1])[:, None]
 
