@@ -78,8 +78,8 @@ def faster_layouts(model, batch, prompt_len, new_tokens):
             w_t = w.t().contiguous()
             t_lin, t_copy = per_call(lambda: F.linear(x, w)), per_call(lambda: x @ w_t)
             choice[name, rows] = t_copy < t_lin
-            lines.append(f"  {name:8s} {rows:5d} rows x {w.shape[1]:4d} -> {w.shape[0]:4d}: F.linear {t_lin * 1e6:7.1f} us, "
-                         f"(in, out) copy {t_copy * 1e6:7.1f} us ({t_lin / t_copy:.2f}x)")
+            lines.append(f"  {name:8s} {rows:5d} rows x {w.shape[1]:4d} -> {w.shape[0]:4d}: "
+                         f"F.linear {t_lin * 1e6:7.1f} us, (in, out) copy {t_copy * 1e6:7.1f} us ({t_lin / t_copy:.2f}x)")
 
     def laid_out(w, rows, name):
         return w.t().contiguous() if choice[name, rows] else w.t()  # either way x @ it; the view runs F.linear's GEMM

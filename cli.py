@@ -5,8 +5,9 @@ parse time, one-line errors, and output directories that are never silently over
 Design notes:
 1. A bad flag costs no compute: every numeric flag has a type that checks its range when argparse
    reads it, and the message names the flag, the value and the range.
-2. An error is one line and a non-zero exit. `main` catches every exception at the top and prints
-   `error: ...`; the traceback, which is for bugs, only shows with --debug.
+2. Bad input is one line and a non-zero exit: `main` prints `error: ...` for the errors the code
+   raises on purpose about input (OSError, ValueError, FloatingPointError), the traceback only with
+   --debug. Anything else is a bug, often in an edit of the code, and shows its traceback.
 3. An output directory that already holds a run (a checkpoint or a metrics file) is refused unless
    the command says --resume (continue it) or --overwrite (start over).
 """
@@ -87,13 +88,10 @@ def main(run, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 (every error becomes one line; --debug shows the traceback)
+    except (OSError, ValueError, FloatingPointError) as e:  # bad input: one line; other exceptions propagate
         if "--debug" in argv:
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        expected = isinstance(e, (OSError, ValueError, FloatingPointError))  # bad input; anything else is a bug
-        print(f"error: {msg}" if expected else f"error: {type(e).__name__}: {msg} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -8,8 +8,8 @@ once with + - * / and parentheses and equals the target. Design choices, numbere
    rules="any" (close to TinyZero's Countdown-Tasks-3to4; the Qwen preset): numbers 1-99, target
    1-1000, any rational intermediate, as the reward accepts any correct expression.
 2. The solver is a subset DP (the values each subset of the numbers reaches, with back-pointers;
-   the last operation is a look-up). Values stay ints unless a division is inexact: a 4-number
-   task takes 0.2 ms (sos) to 2 ms (any). It finds a solution or proves there is none.
+   the last operation is a look-up). Values stay ints unless a division is inexact, so a 4-number
+   task takes milliseconds. It finds a solution or proves there is none.
 3. A target is drawn uniformly among the in-range targets the sampled numbers reach: every task
    is solvable, and targets are not biased towards the trivial a+b+c.
 4. Held-out sets come from constant seeds through random.Random (identical across runs and

@@ -210,7 +210,8 @@ def policy_loss(logp, old_logp, ref_logp, adv, mask, *, eps_low=0.2, eps_high=0.
     if on_triton:  # design note 7
         m = mask.bool()
         w = row_weights(m, agg, max_len, n_tokens, n_seqs)
-        loss = fused_policy_loss(logp, old_logp, ref_logp if beta != 0 else None, adv, m, w, eps_low, eps_high, beta, kl)
+        ref = ref_logp if beta != 0 else None
+        loss = fused_policy_loss(logp, old_logp, ref, adv, m, w, eps_low, eps_high, beta, kl)
     return loss, metrics
 
 

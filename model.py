@@ -17,8 +17,8 @@ Design notes:
    counted over valid slots only, so left padding, ragged batches and rolled-back tokens (budget
    forcing) all get the positions a lone, unpadded sequence would get. The KV cache is preallocated
    once and filled in place, keys transposed (`[layers, B, n_kv_heads, head_dim, max_len]`), so that
-   a decode step's scores are one batched matmul over contiguous blocks (about 3x faster on CPU
-   than against `(max_len, head_dim)` keys at decode shapes: docs/sampling.md).
+   a decode step's scores are one batched matmul over contiguous blocks, which CPUs run far faster
+   than against `(max_len, head_dim)` keys at decode shapes (docs/sampling.md measures it).
 4. MoE is opt-in (`n_routed_experts` > 0) and DeepSeek-V3's: shared experts plus top_k routed
    ones, softmax or sigmoid scores, optional group-limited routing, the first `first_k_dense`
    layers dense. Balancing is auxiliary-loss-free: a per-expert bias, a buffer, shifts which experts
@@ -35,12 +35,13 @@ Design notes:
    under DDP or FSDP (parallel.py) forward is the one call the wrapper sees, and FSDP gathers a
    module's weights only for its own forward.
 7. Sampling decodes with `Decoder`, not forward. One token per row is a few dozen small matmuls,
-   and its cost is the number of PyTorch calls around them (on CPU a small call costs 5-15 us in a
-   decode loop, whose weights evict the caches between calls: docs/sampling.md). Decoder is
-   forward's arithmetic in fewer calls: no module calls, mask and positions read from the cache,
-   RoPE by one roll, residual adds inside the projections' matmuls. On CPU it multiplies by (in,
-   out) copies of the weights, made per generate call so that they never outlive an update.
-   tests/test_model.py checks it against forward for every architecture here.
+   and its cost is the number of PyTorch calls around them (on CPU a small call costs several
+   times more in a decode loop than alone: the weights evict the caches between calls;
+   docs/sampling.md). Decoder is forward's arithmetic in fewer calls: no module calls, mask and
+   positions read from the cache, RoPE by one roll, residual adds inside the projections'
+   matmuls. On CPU it multiplies by (in, out) copies of the weights, made per generate call so
+   that they never outlive an update. tests/test_model.py checks it against forward for every
+   architecture here.
 """
 
 import contextlib
@@ -154,26 +155,22 @@ def rope_tables(max_len, head_dim, theta, device, dtype):
 
 
 def apply_rope(x, cos, sin):
-    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], the minus inside sin (rope_tables)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([x2, x1], dim=-1) * sin
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]: a roll by half, the minus inside sin."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 class KVCache:
-    """Preallocated keys and values for every layer, filled in place one step at a time.
-
-    Keys are stored transposed, `[layers, B, n_kv_heads, head_dim, max_len]`, values as
-    `[layers, B, n_kv_heads, max_len, head_dim]`: a decode step's scores are then `q @ k` and its
-    output `p @ v`, each one batched matmul over contiguous (head_dim, S) and (S, head_dim) blocks
-    (design note 3). All rows share the slot counter `len`; `valid[b, s]` says whether slot s of
-    row b holds a real token (False for left padding and for tokens rolled back by budget forcing)
-    and `n_valid[b]` counts them, which is the position the row's next token gets. Memory is
-    allocated once for `batch_size` rows; `rows` of them are in use (all by default).
-    """
+    """Preallocated keys `[layers, B, n_kv_heads, head_dim, max_len]` (transposed: design note 3) and
+    values `[layers, B, n_kv_heads, max_len, head_dim]`, filled in place one step at a time, for
+    `batch_size` rows of which `rows` are in use (all by default). All rows share the slot counter
+    `len`; `valid[b, s]` says whether slot s of row b holds a real token (False for left padding and
+    for tokens rolled back by budget forcing) and `n_valid[b]` counts them: the position the row's
+    next token gets."""
 
     def __init__(self, cfg, batch_size, max_len, device=None, dtype=torch.float32, rows=None):
-        self.k_buf = torch.zeros(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, max_len, device=device, dtype=dtype)
-        self.v_buf = torch.zeros(cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim, device=device, dtype=dtype)
+        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads)
+        self.k_buf = torch.zeros(*shape, cfg.head_dim, max_len, device=device, dtype=dtype)
+        self.v_buf = torch.zeros(*shape, max_len, cfg.head_dim, device=device, dtype=dtype)
         rows = batch_size if rows is None else rows
         self.k, self.v = self.k_buf[:, :rows], self.v_buf[:, :rows]  # the rows in use
         self.valid = torch.zeros(rows, max_len, dtype=torch.bool, device=device)
@@ -206,10 +203,9 @@ class Attention(nn.Module):
 
     @staticmethod
     def mask(cfg, key_valid, start, T, dtype):
-        """The additive mask forward's attention takes, (B, 1, rep * T, S), for T queries at slots
-        start.. over S = start + T key slots of which key_valid (B, S) are real. A query sees earlier
-        real slots, and always itself (so a pad row never softmaxes over nothing). The query heads
-        that share a kv head are folded into the query axis (forward), hence the rep copies."""
+        """The additive mask (B, 1, rep * T, S) of T queries at slots start.. over S = start + T keys,
+        key_valid (B, S) of them real: a query sees earlier real slots, and always itself (a pad row
+        never softmaxes over nothing); rep copies, as forward folds the heads of a kv head into T."""
         qs = torch.arange(start, start + T, device=key_valid.device)[:, None]  # query slots
         ks = torch.arange(start + T, device=key_valid.device)[None, :]  # key slots
         allowed = ((ks <= qs) & key_valid[:, None, None, :]) | (ks == qs)  # (B, 1, T, S)
@@ -436,11 +432,10 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def update_expert_bias(self, reduce=None):
-        """Auxiliary-loss-free balancing (DeepSeek-V3), once after each optimizer step: every MoE
-        layer's bias moves by gamma * sign(mean_load - load), the load being the tokens the training
-        forwards routed to each expert since the last call (reduce: sums it over processes under
-        torchrun, parallel.summed, so the bias stays the same everywhere). Returns the log fields:
-        max/mean load and dead experts (no token at all) per MoE layer; {} for a dense model."""
+        """Auxiliary-loss-free balancing (DeepSeek-V3), once after each optimizer step: each MoE layer's
+        bias moves by gamma * sign(mean_load - load), the load being the tokens training forwards routed
+        to each expert since the last call (reduce sums it over processes: parallel.summed). Returns the
+        log fields, max/mean load and dead experts per MoE layer; {} for a dense model."""
         layers = [m for m in self.modules() if isinstance(m, MoE) and m.load is not None]
         if not layers:
             return {}
@@ -467,17 +462,14 @@ class Transformer(nn.Module):
         return Decoder(self)
 
     def forward(self, idx, valid=None, targets=None, where=None, temperature=1.0, with_entropy=False, load_mask=None):
-        """Two call shapes, both through the body (hidden):
+        """Two call shapes, both through the body (hidden, whose arguments idx, valid, load_mask are):
 
             logits = model(idx, valid)                      # (B, T, vocab) in the model's dtype
-            logp = model(idx, valid, targets=, where=)      # training: (n,) fp32, design note 6
+            logp = model(idx, valid, targets=, where=)      # training: (n,) fp32 (design note 6)
 
-        Args:
-            idx, valid: as hidden.
-            targets, where: (B, T) next-token ids and a bool mask of the positions to score: the log-probs
-                log softmax(logits / temperature)[targets] at the n positions of `where`, in row-major
-                order (with_entropy: (log-probs, entropies)), the lm_head fused with the log-softmax.
-            load_mask: as hidden.
+        targets, where: (B, T) next-token ids and a bool mask of the positions to score; the result is
+        log softmax(logits / temperature)[targets] at the n positions of `where`, row-major (with_entropy:
+        (log-probs, entropies)), the lm_head fused with the log-softmax.
         """
         h = self.hidden(idx, valid, load_mask=load_mask)
         if targets is None:
@@ -549,25 +541,20 @@ class Transformer(nn.Module):
 
 
 class Decoder:
-    """The decode step: one new token per row against a KVCache, `forward(tok[:, None], valid, cache)`
-    written for a single query per row (design note 7).
+    """The decode step (design note 7): `lm_head(hidden(tok[:, None], valid, cache))` for one query
+    per row, the query heads sharing a kv head as the rows of one batched matmul against the cache's
+    transposed keys. On CPU the projections multiply by (in, out) copies of the weights made here
+    (MKL's transposed-weight GEMM is slower at a few rows), elsewhere by views of the model's own.
 
         decode = model.decoder()              # per generate call
         logits = decode(tok, valid, cache)    # tok (B,), valid (B,) -> logits (B, vocab)
-
-    Same arithmetic as forward, up to float rounding: no module calls, positions and mask read from
-    the cache, RoPE by roll (rotate_half with the sign in the sin table), the query heads that share a
-    kv head as the rows of one batched matmul against the cache's transposed keys, residual adds
-    fused into the projections' matmuls. On CPU the projections multiply by (in, out) copies of the
-    weights, made here (MKL's `F.linear` at a few dozen rows runs its slower transposed-weight path:
-    docs/sampling.md); elsewhere by transposed views of the model's own. MoE layers run their module.
     """
 
     def __init__(self, model):
         self.model, self.cfg = model, model.cfg
         w = model.embed_tokens.weight
         copy = w.device.type == "cpu"  # (in, out) copies: one more copy of the projections while sampling
-        lay = lambda lin: None if lin is None else (lin.weight.t().contiguous() if copy else lin.weight.t())  # noqa: E731
+        lay = lambda lin: lin.weight.t().contiguous() if copy else lin.weight.t()  # noqa: E731
         self.layers = []
         for blk in model.layers:
             att, mlp = blk.self_attn, blk.mlp
@@ -607,8 +594,8 @@ class Decoder:
             q, k, v = qkv.split([nh, nkv, nkv], 1)  # (B, heads, hd)
             if w["q_norm"] is not None:
                 q, k = w["q_norm"](q), w["k_norm"](k)
-            q = q * cos + q.roll(hd // 2, -1) * sin  # contiguous (B, n_heads, hd)
-            k_slot.copy_(k * cos + k.roll(hd // 2, -1) * sin)
+            q = apply_rope(q, cos, sin)  # contiguous (B, n_heads, hd)
+            k_slot.copy_(apply_rope(k, cos, sin))
             v_slot.copy_(v)
             att = torch.baddbmm(mask, q.view(B * nkv, nh // nkv, hd), k_all, alpha=hd**-0.5)  # (B * n_kv, rep, S)
             att = att.softmax(-1) if self.fp32 else att.float().softmax(-1).to(x.dtype)
@@ -637,7 +624,3 @@ def n_active_params(model):
     return int(n)
 
 
-if __name__ == "__main__":
-    m = Transformer(ModelConfig())
-    print(m.cfg, f"{n_params(m) / 1e6:.2f}M parameters", sep="\n")
-    print(m(torch.randint(0, m.cfg.vocab_size, (2, 16))).shape)

@@ -132,6 +132,25 @@ def means(sums, n):
     return {k: (v / t[-1]).item() for k, v in zip(sums, t)}
 
 
+def metrics_log(path, resume, keep):
+    """log(record): a JSON line appended to the run's metrics file by rank 0 alone (design note 5); the
+    file starts empty, or on resume keeps the rows keep(row) accepts (a killed run logs past its save)."""
+    import json
+
+    from checkpoint import trim_jsonl
+
+    if RANK == 0 and resume:
+        trim_jsonl(path, keep)
+    elif RANK == 0 and os.path.exists(path):
+        os.remove(path)
+
+    def log(rec):
+        if RANK == 0:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+    return log
+
+
 def from_rank0(fn):
     """fn() run on rank 0 alone, its result sent to every rank (a file written once, a tokenizer
     trained once); the other ranks wait for it."""

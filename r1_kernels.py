@@ -4,12 +4,12 @@
     from r1_kernels import backend     # backend.BACKEND: "auto" (Triton on CUDA), "triton" or "torch"
 
 Design note: why the folder and the import name differ. `kernels` is also the import name of
-Hugging Face's kernel-hub library, which transformers >= 5 requires and imports (`from kernels
-import Mode`). A package kernels/ at the repository root would come first on sys.path for every
-script and test started here, so transformers would import ours and fail, and our model and a
-transformers model could not live in one process. So kernels/ has no __init__.py (the installed
-library keeps the name `kernels`), and this module is the package: `__path__` is where Python looks
-for a package's submodules, so `r1_kernels.logprobs` is kernels/logprobs.py. Nothing else changes.
+Hugging Face's kernel-hub library, which transformers >= 5 requires and imports. A package kernels/
+at the repository root would come first on sys.path for every script started here, transformers
+would import ours and fail, and our model and a transformers model could not share a process. So
+kernels/ has no __init__.py (the installed library keeps the name) and this module is the package:
+`__path__` is where Python looks for a package's submodules, so `r1_kernels.logprobs` is
+kernels/logprobs.py.
 """
 
 import os

@@ -287,7 +287,7 @@ SCRIPTS = {  # code-point ranges, inclusive; only letters (str.isalpha) inside t
 
 @functools.cache
 def _letter_tables() -> dict[str, np.ndarray]:
-    """Boolean tables over all code points: 'alpha' and one per script (built once, ~0.1 s)."""
+    """Boolean tables over all code points: 'alpha' and one per script (built once: a pass over them all)."""
     n = 0x110000
     alpha = np.fromiter(map(str.isalpha, map(chr, range(n))), dtype=bool, count=n)
     tables = {"alpha": alpha}
@@ -341,7 +341,7 @@ _REFLECTION_PATTERNS = [_word_pattern(w) for w in REFLECTION_WORDS]
 def reflection_count(text: str) -> int:
     """Number of self-reflection words/phrases in text (case-insensitive, whole words)."""
     low = text.lower()
-    # len(split) - 1 is the number of matches; ~30% faster than findall on 'wait wait wait ...'
+    # len(split) - 1 is the number of matches, without findall's list of them
     return sum(len(pat.split(low)) - 1 for key, pat in _REFLECTION_PATTERNS if key in low)
 
 

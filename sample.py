@@ -227,7 +227,8 @@ def heldout_eval(model, tok, n_tasks, rules="sos", template="compact", max_new_t
         res.update({f"greedy_{key}{k}": v for key, v in trace_reader.behaviour_rates(tasks, texts).items()})
         if n_samples:
             tasks = tasks[:sample_tasks]
-            texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size, temperature, n_samples, seed)
+            texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size, temperature, n_samples,
+                                     seed)
             right = [trace_reader.failure_kind(t, x) == "right" for t, x in zip(repeat(tasks, n_samples), texts)]
             res[f"sample_acc{k}"] = sum(right) / len(right)
             res[f"pass@{n_samples}_{k}"] = sum(any(right[j * n_samples : (j + 1) * n_samples])

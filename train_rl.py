@@ -20,7 +20,7 @@ Design notes:
 3. token-mean aggregation (DAPO) by default, with the normaliser counted over the whole batch,
    so micro-batching does not change the gradient. --agg picks GRPO's or Dr. GRPO's instead.
    Rows go to micro-batches longest first, each cut to its own longest completion: a few long
-   rollouts no longer pad them all (~9x faster with micro-batches of 8; docs/r1_zero.md).
+   rollouts no longer pad them all (docs/r1_zero.md measures what that saves).
 4. Prompt order and sampling seeds are functions of (seed, step), and the checkpoint holds the
    optimizer and the KL reference's path and weights' sha256: a killed run resumed with --resume
    continues the same run, and refuses to if the reference directory now holds another model.
@@ -292,15 +292,8 @@ def main(argv=None):
     pool = countdown.train_tasks(args.pool, args.seed + 1, args.n_numbers, args.rules)  # never a held-out task
     warn_unk(tok, [encode_ids(tok, countdown.TEMPLATES[args.template](t)) for t in pool[:100]], f"the {args.template} template")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if parallel.RANK == 0 and args.resume:  # rows past the checkpoint were logged by the killed run: logged again
-        checkpoint.trim_jsonl(metrics_path, lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
-    elif parallel.RANK == 0 and os.path.exists(metrics_path):  # --overwrite
-        os.remove(metrics_path)
-
-    def log(rec):
-        if parallel.RANK == 0:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+    log = parallel.metrics_log(metrics_path, args.resume,  # a resumed run keeps the rows before its checkpoint
+                               lambda r: r["step"] < step or "reward" not in r and r["step"] <= step)
 
     def evaluate():  # every process evaluates the same (parallel.py note 4); rank 0 logs
         with autocast:

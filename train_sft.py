@@ -308,14 +308,7 @@ def main(argv=None):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     per_epoch = len(epoch_batches(data, args.batch_size, args.seed, 0))
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if args.resume and parallel.RANK == 0:  # rows past the checkpoint were logged by the killed run: logged again
-        checkpoint.trim_jsonl(metrics_path, lambda r: r["step"] <= step and r.get("eval") != "final")
-    metrics_f = open(metrics_path, "a" if args.resume else "w") if parallel.RANK == 0 else None
-
-    def log(rec):
-        if metrics_f:
-            metrics_f.write(json.dumps(rec) + "\n")
-            metrics_f.flush()
+    log = parallel.metrics_log(metrics_path, args.resume, lambda r: r["step"] <= step and r.get("eval") != "final")
 
     def save():
         parallel.save(model, opt, ckpt, tok, step=step, args=vars(args))

@@ -1,9 +1,6 @@
-"""Which implementation runs: the Triton kernels on CUDA, their PyTorch references elsewhere.
-
-`BACKEND` is "auto" (Triton for CUDA tensors when triton imports, else PyTorch), "triton" or
-"torch". Tests set it to "triton" to force the kernels through Triton's interpreter on CPU
-(TRITON_INTERPRET=1, set in tests/conftest.py before triton is imported).
-"""
+"""Which implementation runs: BACKEND is "auto" (the Triton kernels for CUDA tensors when triton
+imports, their PyTorch references otherwise), "triton" or "torch". Tests set "triton" to run the
+kernels through Triton's interpreter on CPU (TRITON_INTERPRET=1, set by tests/conftest.py)."""
 
 try:
     import triton

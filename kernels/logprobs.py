@@ -55,25 +55,27 @@ def _hits(targets, v0, width):
 
 # --------------------------------------------------------------- one tile: PyTorch references
 
-def _stats_torch(x, targets, v0, state, temperature, with_entropy):
+def _stats_torch(x, targets, v0, state, temperature, with_entropy, scratch):
     """Fold the tile x (N, width) of logits of vocabulary [v0, v0 + width) into the rows' running
-    state (m, s, u, x_t) (design note 3); x is left as it is."""
+    state (m, s, u, x_t) (design note 3); scratch: x is a temporary the arithmetic may overwrite."""
     m, s, u, x_t = state
-    x = x.float() if temperature == 1.0 else x.float() / temperature
+    x = x.float() if scratch else x.float().clone()
+    x = x if temperature == 1.0 else x.div_(temperature)
     hit, col = _hits(targets, v0, x.shape[1])
     x_t = torch.where(hit, x.gather(1, col).squeeze(1), x_t)  # the target's logit
     m_new = torch.maximum(m, x.amax(1))
     c = torch.exp(m - m_new)
-    y = x - m_new[:, None]
+    y = x.sub_(m_new[:, None])
     e = y.exp() if with_entropy else y.exp_()
     if with_entropy:
         u = c * (u + (m - m_new) * s) + (e * y).sum(1)
     return m_new, c * s + e.sum(1), u, x_t
 
 
-def _grad_torch(x, targets, v0, lse, ent, g, g_ent, temperature, dtype):
-    """d loss / d x for the tile x (N, width) of logits (design note 2), in dtype."""
-    lp = (x.float() if temperature == 1.0 else x.float() / temperature) - lse[:, None]  # log-softmax
+def _grad_torch(x, targets, v0, lse, ent, g, g_ent, temperature, dtype, scratch):
+    """d loss / d x for the tile x (N, width) of logits (design note 2), in dtype (scratch: as _stats_torch)."""
+    lp = x.float() if scratch else x.float().clone()
+    lp = (lp if temperature == 1.0 else lp.div_(temperature)).sub_(lse[:, None])  # log-softmax
     if g_ent is None:
         coef = g[:, None] / -temperature  # (N, 1)
     else:
@@ -130,18 +132,18 @@ def _grad_kernel(x_ptr, stride, W, v0, targets_ptr, lse_ptr, ent_ptr, g_ptr, g_e
         tl.store(d_ptr + row * d_stride + cols, d.to(d_ptr.dtype.element_ty), mask=cols < W)
 
 
-def _stats(x, targets, v0, state, temperature, with_entropy, on_triton):
+def _stats(x, targets, v0, state, temperature, with_entropy, on_triton, scratch=False):
     if not on_triton:
-        return _stats_torch(x, targets, v0, state, temperature, with_entropy)
+        return _stats_torch(x, targets, v0, state, temperature, with_entropy, scratch)
     x = x if x.stride(1) == 1 else x.contiguous()
     _stats_kernel[(x.shape[0],)](x, x.stride(0), x.shape[1], v0, targets, *state, float(temperature),
                                  WITH_ENTROPY=with_entropy, BLOCK=min(BLOCK_V, triton.next_power_of_2(x.shape[1])))
     return state  # updated in place
 
 
-def _grad(x, targets, v0, lse, ent, g, g_ent, temperature, dtype, on_triton):
+def _grad(x, targets, v0, lse, ent, g, g_ent, temperature, dtype, on_triton, scratch=False):
     if not on_triton:
-        return _grad_torch(x, targets, v0, lse, ent, g, g_ent, temperature, dtype)
+        return _grad_torch(x, targets, v0, lse, ent, g, g_ent, temperature, dtype, scratch)
     x = x if x.stride(1) == 1 else x.contiguous()
     d = torch.empty(x.shape, dtype=dtype, device=x.device)
     has = g_ent is not None
@@ -204,7 +206,8 @@ class _LinearTokenLogprobs(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, temperature, with_entropy, width, on_triton):
         state = _start(hidden.shape[0], hidden.device)
         for v0 in range(0, weight.shape[0], width):
-            state = _stats(hidden @ weight[v0 : v0 + width].T, targets, v0, state, temperature, with_entropy, on_triton)
+            x = hidden @ weight[v0 : v0 + width].T  # (N, width), ours to overwrite
+            state = _stats(x, targets, v0, state, temperature, with_entropy, on_triton, scratch=True)
         logp, lse, ent = _finish(state, with_entropy)
         ctx.save_for_backward(hidden, weight, targets, lse, ent)
         ctx.temperature, ctx.width, ctx.on_triton = temperature, width, on_triton
@@ -222,7 +225,7 @@ class _LinearTokenLogprobs(torch.autograd.Function):
         grad_w = torch.empty_like(weight) if need_w else None  # every row is written once
         for v0 in range(0, weight.shape[0], ctx.width):
             w = weight[v0 : v0 + ctx.width]
-            d = _grad(hidden @ w.T, targets, v0, lse, ent, g, g_ent, ctx.temperature, weight.dtype, ctx.on_triton)
+            d = _grad(hidden @ w.T, targets, v0, lse, ent, g, g_ent, ctx.temperature, weight.dtype, ctx.on_triton, True)
             if need_h:
                 grad_h += d @ w
             if need_w:

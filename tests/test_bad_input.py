@@ -33,6 +33,24 @@ def run(script, argv, capsys):
     return e.value.code, err
 
 
+def test_bad_input_is_one_line_but_a_bug_shows_its_traceback(capsys):
+    """cli.main: an error raised on purpose about input (ValueError, OSError, ...) is one line and exit
+    1; any other exception, e.g. from an edit of the code, propagates with its traceback."""
+    def bad_input(argv):
+        raise ValueError("--lr -1: expected a positive number")
+
+    def bug(argv):
+        return [][0]
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(bad_input, [])
+    assert e.value.code == 1 and capsys.readouterr().err.strip() == "error: --lr -1: expected a positive number"
+    with pytest.raises(IndexError):
+        cli.main(bug, [])
+    with pytest.raises(ValueError):  # --debug: the traceback of bad input too
+        cli.main(bad_input, ["--debug"])
+
+
 def tiny_checkpoint(path, vocab_extra=0):
     """A random tiny model with a Countdown tokenizer, saved as a checkpoint directory."""
     rng = random.Random(0)

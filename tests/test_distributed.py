@@ -173,7 +173,7 @@ def test_a_hanging_rank_stops_the_job_after_the_timeout(tmp_path):
     t0 = time.time()
     r = torchrun(tmp_path, [["sft", SFT + ["--out", str(tmp_path / "sft"), "--dist_timeout", "0.05"]]], "rank1_hangs")
     assert r.returncode != 0 and time.time() - t0 < 60
-    assert "error: RuntimeError" in r.stderr and "Timed out" in r.stderr  # rank 0's collective, after 3 s
+    assert "Timed out" in r.stderr  # rank 0's collective raises after 3 s (a traceback: not bad input)
 
 
 def test_a_slice_of_the_batch_samples_what_the_whole_batch_samples():
