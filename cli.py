@@ -21,8 +21,8 @@ import sys
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (argparse's own prints the usage block first) and --debug."""
 
-    def __init__(self, description):
-        super().__init__(description=description)
+    def __init__(self, description="", **kw):  # **kw: what add_subparsers passes its parsers
+        super().__init__(description=description, **kw)
         self.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
 
     def error(self, message):

@@ -183,9 +183,34 @@ def solve(numbers, target, rules="any"):
     return None
 
 
-def reachable_targets(numbers, rules="sos"):
-    """Sorted integer targets in the rules' target range that numbers can reach."""
-    lo, hi = TARGET_RANGE[rules]
+def random_hit_rate(numbers, target):
+    """The chance that a uniformly random expression hits the target: over every expression tree that
+    uses each number once (any shape, any leaf order, + - * / at every node; a division by zero is a
+    miss), exact arithmetic. The lab's baseline for pass@k: a guesser's pass@k is 1 - (1 - p)^k."""
+    values = tuple(numbers)
+    count, total = {}, {}  # per subset mask: {value: trees}, and all its trees
+    for mask in range(1, 1 << len(values)):
+        if mask & (mask - 1) == 0:
+            count[mask], total[mask] = {Fraction(values[mask.bit_length() - 1]): 1}, 1
+            continue
+        out, n = {}, 0
+        sub = (mask - 1) & mask
+        while sub:  # every ordered split (sub, rest)
+            rest = mask ^ sub
+            n += 4 * total[sub] * total[rest]
+            for a, ca in count[sub].items():
+                for b, cb in count[rest].items():
+                    for v in (a + b, a - b, a * b) + ((a / b,) if b else ()):
+                        out[v] = out.get(v, 0) + ca * cb
+            sub = (sub - 1) & mask
+        count[mask], total[mask] = out, n
+    full = (1 << len(values)) - 1
+    return count[full].get(Fraction(target), 0) / total[full]
+
+
+def reachable_targets(numbers, rules="sos", target_range=None):
+    """Sorted integer targets in target_range (default the rules') that numbers can reach."""
+    lo, hi = target_range or TARGET_RANGE[rules]
     values = tuple(numbers)
     R = _reachable(values, rules)
     out = set()
@@ -424,9 +449,11 @@ def close(lines, answer):
 
 # ----------------------------------------------------------------------------- tasks and splits
 
-def generate_tasks(n, seed, n_numbers=(3, 4), rules="sos", exclude=frozenset()):
+def generate_tasks(n, seed, n_numbers=(3, 4), rules="sos", exclude=frozenset(), number_range=NUMBER_RANGE,
+                   target_range=None):
     """n distinct solvable tasks: sample the numbers (n_numbers: a size or sizes to draw from), then
-    a target uniformly among those they reach; never a canonical key in exclude."""
+    a target uniformly among those they reach (in target_range, default the rules'); never a
+    canonical key in exclude. The first n of a longer list from the same seed are the same tasks."""
     rng = random.Random(seed)
     sizes = (n_numbers,) if isinstance(n_numbers, int) else tuple(n_numbers)
     if not sizes or min(sizes) < 2:
@@ -437,8 +464,8 @@ def generate_tasks(n, seed, n_numbers=(3, 4), rules="sos", exclude=frozenset()):
             raise ValueError(f"found only {len(tasks)} of {n} distinct solvable {rules} tasks with {sizes} numbers "
                              f"after {misses} draws in a row found none: ask for fewer")
         misses += 1
-        numbers = tuple(rng.randint(*NUMBER_RANGE) for _ in range(rng.choice(sizes)))
-        targets = reachable_targets(numbers, rules)
+        numbers = tuple(rng.randint(*number_range) for _ in range(rng.choice(sizes)))
+        targets = reachable_targets(numbers, rules, target_range)
         if not targets:
             continue
         task = Task(numbers, rng.choice(targets))
@@ -456,6 +483,18 @@ def heldout_tasks(n_numbers, n=500, rules="sos"):
     if key not in _HELDOUT:
         _HELDOUT[key] = generate_tasks(HELDOUT_MAX, HELDOUT_SEED[key], n_numbers, rules)
     return list(_HELDOUT[key][:n])
+
+
+# The lab's sets (lab.py): outside the training distribution (3 and 4 numbers from 1-99, targets
+# 10-100), fixed by seed as the held-out sets are. name: (numbers per task, number range, target range, seed)
+LAB_SETS = {"5 numbers": (5, (1, 99), (10, 100), 9_501), "targets > 100": (3, (1, 99), (101, 999), 9_302),
+            "numbers > 99": (3, (100, 999), (10, 100), 9_303)}
+
+
+def lab_tasks(name, n):
+    """The first n tasks of the lab set `name` (sos rules: every intermediate a positive integer)."""
+    k, numbers, targets, seed = LAB_SETS[name]
+    return generate_tasks(n, seed, k, "sos", number_range=numbers, target_range=targets)
 
 
 def heldout_keys(rules="sos"):

@@ -171,6 +171,25 @@ def countdown_reward(completion: str, numbers: list[int], target: int, *,
     return 0.0 if extract_answer(completion) is None else float(format_score)
 
 
+SPURIOUS = ("random", "format", "incorrect")
+
+
+def spurious_reward(kind: str, completion: str, numbers: list[int], target: int, coin: float) -> float:
+    """The spurious rewards of Shao et al. 2025 ("Spurious Rewards"), for the lab's question 3:
+    "random": 1 with probability 1/2 whatever the completion (coin: a uniform draw in [0, 1) the
+    caller fixes by seed); "format": 1 for any <answer>...</answer>; "incorrect": 1 for an answer
+    that uses each number once and misses the target (their incorrect-label reward), else 0."""
+    if kind == "random":
+        return float(coin < 0.5)
+    answer = extract_answer(completion)
+    if kind == "format":
+        return float(answer is not None)
+    if kind == "incorrect":
+        parsed = None if answer is None else _parse(answer.partition("=")[0])
+        return float(parsed is not None and sorted(parsed[1]) == sorted(numbers) and parsed[0] != target)
+    raise ValueError(f"spurious reward kind must be one of {SPURIOUS}, got {kind!r}")
+
+
 # -----------------------------------------------------------------------------
 # format
 

@@ -16,9 +16,9 @@ Design notes:
    with a few rows, where those costs are the step).
 3. Budget forcing (s1, "Simple test-time scaling"): the completion starts inside the thinking
    (the prompt ends with `<think>`). If the model closes the thinking (`think_end`, any number of
-   tokens) before `min_think` tokens, the delimiter is rolled back (its cache slots are masked
-   out, so positions stay as if it was never written) and `wait_ids` ("Wait") are forced in its
-   place. At `max_think` tokens the delimiter and `answer_prefix` are forced and the model
+   tokens) before `min_think` tokens, or the first `n_waits` times it does (s1's extension), the
+   delimiter is rolled back (its cache slots are masked out, so positions stay as if it was never
+   written) and `wait_ids` ("Wait") are forced in its place. At `max_think` tokens the delimiter and `answer_prefix` are forced and the model
    answers. Forced tokens are part of the returned completion.
 4. A row's length budget counts steps, rolled-back tokens included, so a row never runs past
    `max_new_tokens` steps and the cache never overflows.
@@ -86,7 +86,7 @@ def pad(rows, left=False, pad_id=0, width=None):
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(), seed=None,
              pad_id=0, think_end=None, min_think=0, max_think=None, wait_ids=(), answer_prefix=(), row0=0, n_rows=None,
-             share_prefix=True):
+             share_prefix=True, n_waits=0):
     """Sample a completion for each prompt.
 
     Args:
@@ -96,6 +96,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         think_end: token ids closing the thinking (e.g. `</think>`); enables budget forcing.
         min_think / max_think: thinking budget in tokens (s1); wait_ids replace an early think_end,
             answer_prefix follows a forced think_end.
+        n_waits: s1's extension: the first n_waits times a row closes its thinking, wait_ids replace it.
         row0, n_rows: these prompts are rows row0 .. row0 + len(prompts) - 1 of a batch of n_rows
             (default: the whole batch), for the random draws (design note 6).
         share_prefix: prefill each run of identical consecutive prompts once (design note 7).
@@ -111,9 +112,9 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     if P >= cfg.max_seq_len:
         raise ValueError(f"prompt of {P} tokens does not fit the model's context of {cfg.max_seq_len} tokens")
     max_new_tokens = min(max_new_tokens, cfg.max_seq_len - P)  # rows also stop at the context limit
-    forcing = think_end is not None and (min_think > 0 or max_think is not None)
-    if forcing and min_think > 0 and not wait_ids:
-        raise ValueError("min_think needs wait_ids, the tokens forced in place of an early think_end")
+    forcing = think_end is not None and (min_think > 0 or max_think is not None or n_waits > 0)
+    if forcing and (min_think > 0 or n_waits > 0) and not wait_ids:
+        raise ValueError("min_think and n_waits need wait_ids, the tokens forced in place of a think_end")
     device = model.embed_tokens.weight.device
     gen = torch.Generator(device).manual_seed(seed) if seed is not None else None
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
@@ -137,7 +138,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     draw = torch.arange(row0, row0 + B, device=device)  # each cache row's index in the whole batch (design note 6)
     live = [True] * B  # cache rows still generating
     stop = set(stop_ids)
-    force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix) if forcing else None
+    force = BudgetForcing(B, think_end, min_think, max_think, wait_ids, answer_prefix, n_waits) if forcing else None
     decode = model.decoder()  # the decode step, built for this call (model.Decoder)
     for step in range(max_new_tokens):
         u = torch.rand(n_rows, 1, device=device, generator=gen)[draw]  # (rows in cache, 1)
@@ -165,8 +166,9 @@ class BudgetForcing:
     the cache slot of each completion token (to roll a delimiter back), whether the row is still
     thinking, and the tokens queued to be forced in the next steps."""
 
-    def __init__(self, n_rows, think_end, min_think, max_think, wait_ids, answer_prefix):
-        self.think_end, self.min_think, self.max_think = list(think_end), min_think, max_think
+    def __init__(self, n_rows, think_end, min_think, max_think, wait_ids, answer_prefix, n_waits=0):
+        self.think_end, self.min_think, self.max_think, self.n_waits = list(think_end), min_think, max_think, n_waits
+        self.waits = [0] * n_rows  # "Wait"s forced so far
         self.wait_ids, self.answer_prefix = list(wait_ids), list(answer_prefix)
         self.slots = [[] for _ in range(n_rows)]
         self.thinking = [True] * n_rows
@@ -185,7 +187,8 @@ class BudgetForcing:
                 continue
             seq = out[r] + [nxt[i]]
             if seq[-n:] == self.think_end:
-                if len(seq) - n < self.min_think:  # closed too early: roll back the delimiter, say "Wait" instead
+                if len(seq) - n < self.min_think or self.waits[r] < self.n_waits:  # roll it back, say "Wait"
+                    self.waits[r] += 1
                     for s in self.slots[r][len(seq) - n :]:
                         cache.valid[i, s] = False
                         cache.n_valid[i] -= 1
@@ -203,8 +206,9 @@ class BudgetForcing:
 # ------------------------------------------------------------------------------------- Countdown
 
 def heldout_eval(model, tok, n_tasks, rules="sos", template="compact", max_new_tokens=512, sizes=(3, 4),
-                 n_samples=0, sample_tasks=None, temperature=1.0, seed=12345, batch_size=256):
-    """The held-out evaluation every script runs, on the fixed sets of countdown.heldout_tasks.
+                 n_samples=0, sample_tasks=None, temperature=1.0, seed=12345, batch_size=256, sets=None):
+    """The held-out evaluation every script runs, on the fixed sets of countdown.heldout_tasks (or
+    on `sets`, {name: tasks}, whose keys then end in the name instead of the size: lab.py).
 
     Greedy on the first n_tasks of each size: accuracy, how the wrong answers fail
     (trace_reader.failure_kind) and what the search does (trace_reader.behaviour_rates). With
@@ -217,8 +221,7 @@ def heldout_eval(model, tok, n_tasks, rules="sos", template="compact", max_new_t
     import trace_reader
 
     res = {}
-    for k in sizes:
-        tasks = countdown.heldout_tasks(k, n_tasks, rules)
+    for k, tasks in (sets or {k: countdown.heldout_tasks(k, n_tasks, rules) for k in sizes}).items():
         texts = sample_countdown(model, tok, tasks, template, max_new_tokens, batch_size)
         kinds = [trace_reader.failure_kind(t, x) for t, x in zip(tasks, texts)]  # "right": rewards.countdown_correct
         res[f"eval_acc{k}"] = kinds.count("right") / len(tasks)

@@ -49,7 +49,8 @@ from checkpoint import check_tokenizer, checkpoint_dir, load_tokenizer
 from grpo import group_advantages, group_has_signal, policy_loss
 from model import Transformer
 from report import plot
-from rewards import countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count
+from rewards import (SPURIOUS, countdown_correct, countdown_reward, format_reward, overlong_penalty, reflection_count,
+                     spurious_reward)
 from sample import encode_ids, generate, heldout_eval, pad, stop_ids_for, warn_unk
 
 PRESETS = {
@@ -101,6 +102,8 @@ def get_args(argv=None):
     ap.add_argument("--neg_weight", type=cli.NONNEG, default=1.0,
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
+    ap.add_argument("--reward", default="countdown", choices=["countdown", *SPURIOUS],
+                    help="countdown (the rule reward) or a spurious one (rewards.spurious_reward; lab.py spurious)")
     ap.add_argument("--format_score", type=cli.FRACTION, default=0.1,
                     help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
     ap.add_argument("--overlong", type=cli.COUNT0, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
@@ -189,7 +192,14 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
     # 2) rewards (shaped) and pure accuracy, kept apart
     texts = [tok.decode(c, skip_special_tokens=False) for c in completions]
     flat = [t for t in tasks for _ in range(G)]
-    rewards = [countdown_reward(x, list(t.numbers), t.target, format_score=args.format_score) for x, t in zip(texts, flat)]
+    if args.reward == "countdown":
+        rewards = [countdown_reward(x, list(t.numbers), t.target, format_score=args.format_score)
+                   for x, t in zip(texts, flat)]
+    else:  # the coins of the whole step's rows, this process's share of them (design note 6)
+        rng = random.Random(args.seed * 1_000_003 + step)
+        coins = [rng.random() for _ in range(n_all * G)]
+        rewards = [spurious_reward(args.reward, x, list(t.numbers), t.target, c)
+                   for x, t, c in zip(texts, flat, coins[lo * G : hi * G])]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]

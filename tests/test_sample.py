@@ -163,6 +163,12 @@ def test_min_think_rolls_back_a_multi_token_delimiter():
     assert [int(n) for n in m.fed[-1]] == [2 + len(out[0]) - 1]
 
 
+def test_n_waits_extends_the_thinking_that_many_times_then_lets_it_close():
+    m = Scripted(lambda t: 2 if t == 9 else 9)  # closes the thinking at once, every time; then stops
+    out = generate(m, [[1, 1]], max_new_tokens=20, temperature=0, stop_ids=[2], think_end=[9], n_waits=3, wait_ids=[7])
+    assert out == [[7, 7, 7, 9, 2]]  # three times "Wait" in place of the delimiter, then it closes
+
+
 def test_max_think_forces_the_delimiter_and_answer_prefix():
     m = Scripted(lambda t: 2 if t == 3 else 5)  # never closes the thinking on its own
     out = generate(m, [[1]], max_new_tokens=20, temperature=0, stop_ids=[2],
