@@ -34,6 +34,7 @@ Design notes:
 """
 
 import json
+import math
 import os
 import random
 import time
@@ -93,6 +94,8 @@ def get_args(argv=None):
                     help="nucleus sampling for the rollouts only (the loss keeps the full distribution)")
     ap.add_argument("--lr", type=cli.POSITIVE)
     ap.add_argument("--warmup", type=cli.COUNT0, default=0, help="linear learning-rate warmup over this many steps (0: none)")
+    ap.add_argument("--decay_to", type=cli.FRACTION, default=1.0,
+                    help="cosine learning-rate decay to lr * this at the last step (1: constant)")
     ap.add_argument("--beta", type=cli.NONNEG, help="KL coefficient (0: no reference model)")
     ap.add_argument("--kl", default="k3", choices=["k1", "k2", "k3"])
     ap.add_argument("--eps_low", type=cli.ranged(float, 0, 1), default=0.2)
@@ -318,8 +321,10 @@ def main(argv=None):
         evaluate()
     bar = tqdm(total=args.steps, initial=step, desc="grpo", disable=parallel.RANK > 0 or None)
     while step < args.steps:
-        for group in opt.param_groups:  # linear warmup, then constant
-            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
+        for group in opt.param_groups:  # linear warmup, then constant or a cosine decay
+            warm = min(1.0, (step + 1) / args.warmup) if args.warmup else 1.0
+            cosine = (1 + math.cos(math.pi * step / args.steps)) / 2
+            group["lr"] = args.lr * warm * (args.decay_to + (1 - args.decay_to) * cosine)
         rec = grpo_step(model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step,
                         autocast)
         step += 1
