@@ -5,6 +5,7 @@ The R1 debate on a laptop: four questions the 2025 papers argue about, one comma
     python lab.py ood --ckpt base=checkpoints/countdown-base --ckpt sft=out/sftonly_s0/ckpt   # 2. memorise or generalise?
     python lab.py spurious                                                                   # 3. is it the reward?
     python lab.py budget --ckpt zero=out/zero/ckpt                                           # 4. does thinking longer help?
+    python lab.py search --ckpt sft=out/sftonly_s0/ckpt --ckpt r1=out/r1_s0/ckpt   # R1's RL stage: what changed
 
 Each writes OUT/table.md, OUT/figure.png and OUT/results.json (OUT defaults to out/lab/COMMAND), and
 picks up where it stopped when run again with the same flags: finished units are read back, not
@@ -327,6 +328,67 @@ def budget_main(args):
     figure(os.path.join(args.out, "figure.png"), panels)
 
 
+# ------------------------------------------------------------ R1's RL stage: what RL changed in the search
+
+def search_main(args):
+    """Greedy responses of each checkpoint on the held-out sets, read by trace_reader.search_profile."""
+    import trace_reader
+
+    res = read_json(os.path.join(args.out, "results.json")) or {}
+    for spec in args.ckpt:
+        name, model, tok = load(spec)
+        for k in args.sizes:
+            key = f"{name} | {k} numbers"
+            if key in res:
+                continue
+            tasks = countdown.heldout_tasks(k, args.tasks)
+            texts = sample_countdown(model, tok, tasks, "compact", 512)
+            prof = [trace_reader.search_profile(t, x) for t, x in zip(tasks, texts)]
+            rates = trace_reader.behaviour_rates(tasks, texts)
+            yes = [p["first_yes"] for p in prof if p["first_yes"]]
+            closer = [p["first_closer"] for p in prof if p["first_closer"] is not None]
+            res[key] = {"accuracy": sum(countdown_correct(x, list(t.numbers), t.target) for t, x in zip(tasks, texts)) / len(tasks),
+                        "tokens": sum(len(encode_ids(tok, x)) for x in texts) / len(texts),
+                        "missing at the budget": sum("</think>" not in x for x in texts) / len(texts),
+                        "first yes at check": sum(yes) / max(1, len(yes)),
+                        "first move closer": sum(closer) / max(1, len(closer)), "checks": rates["checks"],
+                        "wrong lines": rates["wrong_lines"], "repeated lines": sum(p["repeats"] for p in prof) / len(prof),
+                        "shown": [(p["kinds"], trace_reader.failure_kind(t, x))
+                                  for p, t, x in zip(prof[: args.show], tasks, texts)]}
+            write_json(os.path.join(args.out, "results.json"), res)
+    cols = ["accuracy", "tokens", "missing at the budget", "first yes at check", "first move closer", "checks",
+            "wrong lines", "repeated lines"]
+    pct = {"accuracy", "missing at the budget", "first move closer", "wrong lines"}
+    lines = ["| model | set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for key, r in res.items():
+        lines.append(f"| {key} | " + " | ".join(f"{100 * r[c]:.1f}%" if c in pct else f"{r[c]:.2f}" for c in cols) + " |")
+    lines += ["", f"Greedy, on the first {args.tasks} held-out tasks per set; 'first yes at check': the check (leaf "
+              "line) at which the first 'yes' came, over responses with one; 'first move closer': the first line's "
+              "result nearer the target than both its operands; 'repeated lines': lines written twice in one thinking."]
+    write_table(args.out, lines)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"step": "#9db4d6", "no": "#f0a35e", "yes": "#3a9a4a", "wrong": "#c43b3b"}
+    keys = [key for key in res if key.endswith(f"{args.sizes[-1]} numbers")]
+    rows = [(key.split(" | ")[0], j, *res[key]["shown"][j]) for j in range(args.show) for key in keys]
+    fig, ax = plt.subplots(figsize=(12, 0.35 * len(rows) + 1))
+    for y, (name, j, kinds, outcome) in enumerate(rows):
+        for x, kind in enumerate(kinds):
+            ax.add_patch(plt.Rectangle((x, -y - 0.4), 0.9, 0.8, color=colors[kind]))
+        ax.text(len(kinds) + 0.3, -y, outcome, va="center", fontsize=7)
+    ax.set_yticks([-y for y in range(len(rows))], [f"task {j + 1}: {name}" for name, j, _, _ in rows], fontsize=7)
+    ax.set_xlim(0, max(len(k) for _, _, k, _ in rows) + 6)
+    ax.set_ylim(-len(rows), 1)
+    ax.set_xlabel("line of the thinking (blue: a step, orange: a check that says no, green: yes, red: a wrong result)")
+    ax.set_title(f"the search, greedy, on the first {args.show} held-out {args.sizes[-1]}-number tasks")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "figure.png"), dpi=110)
+    plt.close(fig)
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 def write_table(out, lines):
@@ -340,7 +402,8 @@ def get_args(argv=None):
     ap = cli.Parser(__doc__.strip().split("\n")[0])
     sub = ap.add_subparsers(dest="question", required=True)
     for q, help_ in (("passk", "1: pass@k at large k"), ("ood", "2: out-of-distribution task sets"),
-                     ("spurious", "3: spurious rewards"), ("budget", "4: budget forcing")):
+                     ("spurious", "3: spurious rewards"), ("budget", "4: budget forcing"),
+                     ("search", "what RL changed in the search (R1's RL stage)")):
         p = sub.add_parser(q, help=help_, description=help_)
         p.add_argument("--out", default=None, help="output directory (default out/lab/COMMAND)")
         p.add_argument("--seed", type=cli.COUNT0, default=0)
@@ -361,6 +424,10 @@ def get_args(argv=None):
             p.add_argument("--epochs", type=lambda s: [cli.COUNT(x) for x in s.split(",")], default=[1, 4])
             p.add_argument("--seeds", type=lambda s: [cli.COUNT0(x) for x in s.split(",")], default=[0, 1])
             p.add_argument("--steps", type=cli.COUNT, default=150)
+        if q == "search":
+            p.add_argument("--sizes", type=cli.sizes, default=(3, 4), help="held-out sets: 3, 4 or 3,4 numbers")
+            p.add_argument("--tasks", type=cli.ranged(int, 1, countdown.HELDOUT_MAX), default=500)
+            p.add_argument("--show", type=cli.ranged(int, 1, 20), default=6, help="tasks drawn in the figure")
         if q == "budget":
             p.add_argument("--size", type=int, choices=[3, 4], default=3, help="held-out set: numbers per task")
             p.add_argument("--tasks", type=cli.ranged(int, 1, countdown.HELDOUT_MAX), default=200)
@@ -386,7 +453,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     t0 = cpu()
-    {"passk": passk_main, "ood": ood_main, "spurious": spurious_main, "budget": budget_main}[args.question](args)
+    {"passk": passk_main, "ood": ood_main, "spurious": spurious_main, "budget": budget_main,
+     "search": search_main}[args.question](args)
     print(f"{args.question}: {cpu() - t0:.0f} s of CPU time in this run; tables and figure in {args.out}", file=sys.stderr)
 
 

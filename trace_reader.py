@@ -64,6 +64,24 @@ def search_behaviour(response, target):
     return out
 
 
+def search_profile(task, response):
+    """How a response's search went (lab.py search: a model before and after RL): the lines of its
+    thinking as the figure draws them ("step", "no", "yes", or "wrong" for a wrong result), the check
+    at which the first "yes" came (1-based; None without one), whether the first move brought the
+    numbers closer to the target (its result nearer than both operands), and how many lines repeat
+    an earlier line of the same thinking (a search going round in circles)."""
+    checked = list(_checked_lines(response, task.target))
+    kinds = ["wrong" if not right else (mt.group(5) or "step") for mt, right, _ in checked]
+    verdicts = [k for k in kinds if k in ("yes", "no")]
+    first_yes = verdicts.index("yes") + 1 if "yes" in verdicts else None
+    closer = None
+    if checked:
+        a, _, b, c, _ = checked[0][0].groups()
+        closer = abs(int(c) - task.target) < min(abs(int(a) - task.target), abs(int(b) - task.target))
+    texts = [mt.group(0) for mt, _, _ in checked]
+    return {"kinds": kinds, "first_yes": first_yes, "first_closer": closer, "repeats": len(texts) - len(set(texts))}
+
+
 def behaviour_rates(tasks, texts):
     """search_behaviour over many responses (texts[i] answers tasks[i]): per response, the checks,
     slips and false "yes"s; the share of arithmetic lines that are wrong; and P(stop | yes), P(go on
