@@ -123,3 +123,16 @@ def test_heldout_eval_on_named_sets_keys_its_results_by_set(monkeypatch):
     res = sample.heldout_eval(None, OneTokenEach(), 2, sets={"big": tasks}, n_samples=2)
     assert res["eval_accbig"] == 0 and res["otherbig"] == 2 and res["pass@2_big"] == 0 and res["lengthbig"] == 1
     assert json.dumps(res)  # a flat dict of numbers, as train_rl logs it
+
+
+def test_search_profile_reads_a_search_that_goes_round_in_circles():
+    import trace_reader
+
+    task = countdown.Task((71, 1, 89, 43), 25)
+    response = ("\n89-71=18 [18 1 43]\n18+1=19 [19 43]\n43-19=24 vs 25 no\n18+1=19 [19 43]\n43-19=24 vs 25 no\n"
+                "Wait, 43-18=25 [25 1]\n25*1=25 vs 25 yes\n</think>\n<answer>(43-(89-71))*1</answer>")
+    p = trace_reader.search_profile(task, response)
+    assert p["kinds"] == ["step", "step", "no", "step", "no", "step", "yes"]
+    assert p["first_yes"] == 3 and p["first_closer"] is True and p["repeats"] == 2
+    wrong = trace_reader.search_profile(task, "\n89+71=150 [150 1 43]\n</think>")
+    assert wrong["kinds"] == ["wrong"] and wrong["first_closer"] is False and wrong["first_yes"] is None
