@@ -2,7 +2,7 @@
 GRPO on Countdown: R1-Zero's recipe (a rule-based reward + group-relative policy optimisation).
 
     python train_rl.py                                   # R1-Zero: tiny CPU run from the committed guessing base
-    python train_rl.py --preset r1                       # R1's recipe: from train_sft.py's out/sft/ckpt
+    python train_rl.py --preset r1                       # R1's second stage: from out/sft_dfs/ckpt (its preset says how)
     python train_rl.py --preset qwen --init /path/to/Qwen2.5-3B --template base    # TinyZero, one GPU
 
 One step: draw prompts -> sample G completions each (no grad, KV cache, temperature) -> score them
@@ -61,11 +61,13 @@ PRESETS = {
                  prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
                  steps=150, micro_batch=8, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
                  save_every=50, dtype="float32", grad_ckpt=False),
-    # R1's recipe on the same CPU: GRPO from an SFT checkpoint (train_sft.py's cold start on search traces)
-    "r1": dict(init="out/sft/ckpt", out="out/rl", template="compact", rules="sos", n_numbers="3,4",
-                 prompts_per_step=16, group_size=8, max_new_tokens=384, temperature=1.0, lr=3e-5, beta=0.04,
-                 steps=300, micro_batch=8, eval_every=100, eval_tasks=500, pass_k=8, pass_k_tasks=100,
-                 save_every=50, dtype="float32", grad_ckpt=False),
+    # R1's second stage on the same CPU: GRPO from the base SFT'd on the dfs search traces (stage 1:
+    # python3 train_sft.py --init checkpoints/countdown-base --traces dfs --steps 550 --out out/sft_dfs),
+    # 3 prompts in 4 of 4 numbers, whose searches run out of tokens; no reward for a wrong answer
+    "r1": dict(init="out/sft_dfs/ckpt", out="out/r1", template="compact", rules="sos", n_numbers="3,4,4,4",
+               prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
+               format_score=0.0, steps=300, micro_batch=8, eval_every=150, eval_tasks=500, pass_k=8,
+               pass_k_tasks=100, save_every=50, dtype="float32", grad_ckpt=False),
     # TinyZero with a local Qwen2.5 (0.5B/1.5B/3B) on one GPU: bf16 autocast, gradient checkpointing
     "qwen": dict(init=None, out="out/rl_qwen", template="base", rules="any", n_numbers="3,4",
                  prompts_per_step=32, group_size=8, max_new_tokens=1024, temperature=1.0, lr=1e-6, beta=0.001,
