@@ -205,11 +205,12 @@ def ood_main(args):
         res[name] = {"cpu_s": cpu() - t0, **{s: {"greedy": out[f"eval_acc{s}"], "sampled": out.get(f"sample_acc{s}"),
                                                  "no answer": out[f"no_answer{s}"]} for s in sets}}
         write_json(os.path.join(args.out, "results.json"), res)
-    lines = ["| model | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    lines = ["| model | " + " | ".join(sets) + " | CPU s |", "|---" * (len(sets) + 2) + "|"]
     for name, r in res.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[s]['greedy']:.1f} / {100 * (r[s]['sampled'] or 0):.1f}"
-                                                   for s in sets) + " |")
-    lines += ["", f"greedy / sampled (T = 1, {args.n} per task) accuracy, %, on {args.tasks} tasks per set."]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[s]['greedy']:.1f}" + ("" if r[s]["sampled"] is None else
+                                                   f" / {100 * r[s]['sampled']:.1f}") for s in sets) + f" | {r['cpu_s']:.0f} |")
+    lines += ["", f"greedy{'' if not args.n else f' / sampled (T = 1, {args.n} per task)'} accuracy, %, "
+              f"on {args.tasks} tasks per set."]
     write_table(args.out, lines)
     names = list(res)
     figure(os.path.join(args.out, "figure.png"), [("greedy accuracy", "set", "accuracy", False,
