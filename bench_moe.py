@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from model import MLP, MoE, ModelConfig
+from model import ModelConfig
+from moe import MLP, MoE
 
 SHAPES = [  # (dim, n_routed_experts, top_k, moe_inter_dim, n_shared_experts)
     (128, 8, 2, 128, 1),

@@ -206,9 +206,9 @@ def ood_main(args):
                                                  "no answer": out[f"no_answer{s}"]} for s in sets}}
         write_json(os.path.join(args.out, "results.json"), res)
     lines = ["| model | " + " | ".join(sets) + " | CPU s |", "|---" * (len(sets) + 2) + "|"]
+    cell = lambda c: f"{100 * c['greedy']:.1f}" + ("" if c["sampled"] is None else f" / {100 * c['sampled']:.1f}")  # noqa: E731
     for name, r in res.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[s]['greedy']:.1f}" + ("" if r[s]["sampled"] is None else
-                                                   f" / {100 * r[s]['sampled']:.1f}") for s in sets) + f" | {r['cpu_s']:.0f} |")
+        lines.append(f"| {name} | " + " | ".join(cell(r[s]) for s in sets) + f" | {r['cpu_s']:.0f} |")
     lines += ["", f"greedy{'' if not args.n else f' / sampled (T = 1, {args.n} per task)'} accuracy, %, "
               f"on {args.tasks} tasks per set."]
     write_table(args.out, lines)

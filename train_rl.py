@@ -61,9 +61,7 @@ PRESETS = {
                  prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
                  steps=150, micro_batch=8, eval_every=50, eval_tasks=500, pass_k=8, pass_k_tasks=100,
                  save_every=50, dtype="float32", grad_ckpt=False),
-    # R1's second stage on the same CPU: GRPO from the base SFT'd on the dfs search traces (stage 1:
-    # python3 train_sft.py --init checkpoints/countdown-base --traces dfs --steps 550 --out out/sft_dfs),
-    # 3 prompts in 4 of 4 numbers, whose searches run out of tokens; no reward for a wrong answer
+    # R1's second stage: GRPO from the base SFT'd on dfs search traces (stage 1's command: docs/r1_stage.md)
     "r1": dict(init="out/sft_dfs/ckpt", out="out/r1", template="compact", rules="sos", n_numbers="3,4,4,4",
                prompts_per_step=16, group_size=8, max_new_tokens=512, temperature=1.0, lr=1e-4, beta=0.04,
                format_score=0.0, steps=300, micro_batch=8, eval_every=150, eval_tasks=500, pass_k=8,
@@ -96,8 +94,7 @@ def get_args(argv=None):
                     help="nucleus sampling for the rollouts only (the loss keeps the full distribution)")
     ap.add_argument("--lr", type=cli.POSITIVE)
     ap.add_argument("--warmup", type=cli.COUNT0, default=0, help="linear learning-rate warmup over this many steps (0: none)")
-    ap.add_argument("--decay_to", type=cli.FRACTION, default=1.0,
-                    help="cosine learning-rate decay to lr * this at the last step (1: constant)")
+    ap.add_argument("--decay_to", type=cli.FRACTION, default=1.0, help="cosine lr decay to lr * this at the end (1: none)")
     ap.add_argument("--beta", type=cli.NONNEG, help="KL coefficient (0: no reference model)")
     ap.add_argument("--kl", default="k3", choices=["k1", "k2", "k3"])
     ap.add_argument("--eps_low", type=cli.ranged(float, 0, 1), default=0.2)
@@ -107,10 +104,8 @@ def get_args(argv=None):
     ap.add_argument("--neg_weight", type=cli.NONNEG, default=1.0,
                     help="factor on negative advantages (0: reinforce only the better-than-average samples)")
     ap.add_argument("--keep_equal", action="store_true", help="keep groups with equal rewards (DAPO drops them)")
-    ap.add_argument("--reward", default="countdown", choices=["countdown", *SPURIOUS],
-                    help="countdown (the rule reward) or a spurious one (rewards.spurious_reward; lab.py spurious)")
-    ap.add_argument("--format_score", type=cli.FRACTION, default=0.1,
-                    help="reward of a wrong but well-formed answer (TinyZero: 0.1)")
+    ap.add_argument("--reward", default="countdown", choices=["countdown", *SPURIOUS], help="the rule or a spurious one")
+    ap.add_argument("--format_score", type=cli.FRACTION, default=0.1, help="a wrong, well-formed answer's reward (TinyZero: 0.1)")
     ap.add_argument("--overlong", type=cli.COUNT0, default=0, help="DAPO soft overlong penalty over this many tokens (0: off)")
     ap.add_argument("--ppo_epochs", type=cli.COUNT, default=1)
     ap.add_argument("--micro_batch", type=cli.COUNT, help="sequences per forward/backward")
@@ -167,7 +162,7 @@ def completion_logp(model, idx, valid, P, with_entropy=False, temperature=1.0, l
 
     The policy is the one that sampled: softmax(logits / temperature), so ratios, KL and entropy all
     describe the distribution the rollouts came from (as verl does). The lm_head runs on completion
-    positions only, fused with the log-softmax (model.py note 6): no [tokens, vocab] logits in full."""
+    positions only, fused with the log-softmax (model.py note 5): no [tokens, vocab] logits in full."""
     B, L = idx.shape[0], idx.shape[1] - P
     where = torch.zeros(B, P + L - 1, dtype=torch.bool, device=idx.device)
     where[:, P - 1 :] = True  # the positions that predict completion tokens
@@ -202,9 +197,8 @@ def grpo_step(model, ref, opt, tok, tasks, args, step, autocast):
                    for x, t in zip(texts, flat)]
     else:  # the coins of the whole step's rows, this process's share of them (design note 6)
         rng = random.Random(args.seed * 1_000_003 + step)
-        coins = [rng.random() for _ in range(n_all * G)]
-        rewards = [spurious_reward(args.reward, x, list(t.numbers), t.target, c)
-                   for x, t, c in zip(texts, flat, coins[lo * G : hi * G])]
+        coins = [rng.random() for _ in range(n_all * G)][lo * G : hi * G]
+        rewards = [spurious_reward(args.reward, x, list(t.numbers), t.target, c) for x, t, c in zip(texts, flat, coins)]
     correct = [countdown_correct(x, list(t.numbers), t.target) for x, t in zip(texts, flat)]
     if args.overlong:
         rewards = [r + overlong_penalty(len(c), args.max_new_tokens, args.overlong) for r, c in zip(rewards, completions)]
@@ -323,9 +317,9 @@ def main(argv=None):
         evaluate()
     bar = tqdm(total=args.steps, initial=step, desc="grpo", disable=parallel.RANK > 0 or None)
     while step < args.steps:
-        for group in opt.param_groups:  # linear warmup, then constant or a cosine decay
-            warm = min(1.0, (step + 1) / args.warmup) if args.warmup else 1.0
-            cosine = (1 + math.cos(math.pi * step / args.steps)) / 2
+        warm = min(1.0, (step + 1) / args.warmup) if args.warmup else 1.0  # linear warmup, then constant or cosine
+        cosine = (1 + math.cos(math.pi * step / args.steps)) / 2
+        for group in opt.param_groups:
             group["lr"] = args.lr * warm * (args.decay_to + (1 - args.decay_to) * cosine)
         rec = grpo_step(model, ref, opt, tok, step_tasks(pool, step, args.prompts_per_step, args.seed), args, step,
                         autocast)

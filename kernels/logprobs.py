@@ -24,7 +24,7 @@ Design notes:
    Each is a Triton kernel (one program per row, BLOCK_V columns at a time, fp32 whatever the
    input's dtype) next to its PyTorch reference; backend.BACKEND picks, Triton on CUDA. Fixed
    order and no atomics: runs repeat bit for bit.
-5. The linear form is what training runs (model.py note 6): each tile is one matmul
+5. The linear form is what training runs (model.py note 5): each tile is one matmul
    `hidden @ weight[v0:v1].T`, so the (N, V) logits never exist, the weight is read once per pass,
    and each row of the weight's gradient is written once. The backward recomputes the tile: 4
    matmuls where the naive path does 3. That is why the kernel sits inside the lm_head rather than

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from model import MoE, ModelConfig, Transformer
+from model import ModelConfig, Transformer
+from moe import MoE
 
 MOE = dict(vocab_size=53, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, inter_dim=48, n_routed_experts=8, top_k=2,
            moe_inter_dim=16)
